@@ -1,0 +1,1 @@
+"""Instructor commands (release, grade, feedback, export) on top of nbgrader's own CLI."""

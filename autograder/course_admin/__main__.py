@@ -1,0 +1,3 @@
+from course_admin.cli import main
+
+raise SystemExit(main())

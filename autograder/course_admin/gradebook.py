@@ -1,0 +1,34 @@
+"""Read scores from nbgrader's gradebook (autograde's exit code does not say whether tests pass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nbgrader.api import Gradebook, MissingEntry
+
+
+@dataclass(frozen=True)
+class CellScore:
+    """Points for one graded test cell of one submission."""
+
+    notebook: str
+    grade_id: str
+    score: float
+    max_score: float
+
+
+def cell_scores(db_url: str, week: str, student: str) -> list[CellScore]:
+    """Every autograded test cell's score for ``student`` on ``week`` (empty if not graded)."""
+    with Gradebook(db_url) as gb:
+        try:
+            submission = gb.find_submission(week, student)
+        except MissingEntry:
+            return []
+        out = []
+        for notebook in submission.notebooks:
+            for grade in notebook.grades:
+                if grade.cell.cell_type != "code" or grade.auto_score is None:
+                    continue
+                score = grade.manual_score if grade.manual_score is not None else grade.auto_score
+                out.append(CellScore(notebook.name, grade.name, score, grade.max_score))
+        return out

@@ -1,0 +1,55 @@
+"""nbgrader configuration of the course. Run nbgrader from this folder (./course does).
+
+The course keeps nbgrader's course root here and the notebooks beside it: source/, release/
+and solutions/ live one level up, in the repository root.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from nbgrader.preprocessors import (
+    ClearHiddenTests,
+    ClearMarkScheme,
+    ClearOutput,
+    IncludeHeaderFooter,
+    LockCells,
+)
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from course_admin.preprocessors import StripSolutionMarkers  # noqa: E402
+
+c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
+
+c.CourseDirectory.root = str(HERE)
+c.CourseDirectory.course_id = "optimization-course"
+c.CourseDirectory.source_directory = "../source"
+c.CourseDirectory.release_directory = "../release"
+c.CourseDirectory.solution_directory = "../solutions"
+# SQLite by default; set COURSE_DB_URL (e.g. postgresql://user:pass@host/course) for a large class.
+c.CourseDirectory.db_url = os.environ.get("COURSE_DB_URL", f"sqlite:///{HERE / 'gradebook.db'}")
+
+c.IncludeHeaderFooter.header = str(HERE.parent / "source" / "header.ipynb")
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# Solutions: the source with outputs, hidden tests and solution markers removed. Not executed,
+# so that what is committed is exactly what generation gives.
+c.GenerateSolution.preprocessors = [
+    IncludeHeaderFooter,
+    LockCells,
+    ClearOutput,
+    ClearMarkScheme,
+    ClearHiddenTests,
+    StripSolutionMarkers,
+]
+
+# Hidden checks train small models for many steps; 30 s (nbgrader's default) is too tight on
+# a busy 1-core machine.
+c.Execute.timeout = 180
+
+# Hidden test cells import the grading code (course_grading) that lives in this folder.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
+)

@@ -1,0 +1,26 @@
+"""Shared fixtures: a throw-away copy of the course that tests release and grade for real."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")  # widget tests draw off-screen
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "autograder"))  # course_admin and course_grading
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from course_fixture import CourseCopy  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def released_course(tmp_path_factory: pytest.TempPathFactory) -> CourseCopy:
+    """A copy of the course in a temporary folder, with every week released from source/."""
+    course = CourseCopy.create(REPO, tmp_path_factory.mktemp("course"))
+    course.release()
+    return course

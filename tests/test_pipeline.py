@@ -1,0 +1,120 @@
+"""The nbgrader pipeline, for real: release, autograde, scores read from the gradebook."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from course_admin.paths import weeks
+from course_fixture import CourseCopy, replace_answer
+
+REPO = Path(__file__).resolve().parent.parent
+WEEKS = weeks(REPO / "source")
+SUBMISSIONS = Path(__file__).resolve().parent / "submissions"
+SECRET_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "course_grading")
+
+
+def _cells(nb: dict) -> list[tuple[str, str]]:
+    return [(c["cell_type"], "".join(c["source"])) for c in nb["cells"]]
+
+
+@pytest.mark.parametrize("folder", ["release", "solutions"])
+@pytest.mark.parametrize("week", WEEKS)
+def test_committed_notebooks_are_what_generation_gives(
+    released_course: CourseCopy, folder: str, week: str
+) -> None:
+    generated = released_course.notebook(folder, week)
+    (path,) = (REPO / folder / week).glob("*.ipynb")
+    committed = json.loads(path.read_text())
+    assert committed == generated, f"{folder}/{week} is stale: run ./course release {week}"
+    extra = {p.name for p in (REPO / folder / week).iterdir()}
+    assert extra == {p.name for p in (released_course.root / folder / week).iterdir()}
+
+
+@pytest.mark.parametrize("folder", ["release", "solutions"])
+def test_no_solution_markers_or_hidden_tests_are_published(folder: str) -> None:
+    for path in (REPO / folder).rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            for marker in SECRET_MARKERS:
+                assert marker not in text, f"{path.relative_to(REPO)} contains {marker!r}"
+
+
+@pytest.mark.parametrize("week", WEEKS)
+def test_release_holds_no_solution_code(week: str) -> None:
+    (source,) = (REPO / "source" / week).glob("*.ipynb")
+    (release,) = (REPO / "release" / week).glob("*.ipynb")
+    released = "\n".join(src for _, src in _cells(json.loads(release.read_text())))
+    for _, src in _cells(json.loads(source.read_text())):
+        for block in re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", src, re.S):
+            for line in block.strip().splitlines():
+                if len(line.strip()) > 25:  # skip lines too generic to be telling
+                    assert line.strip() not in released, f"solution line leaked: {line.strip()}"
+
+
+@pytest.fixture(scope="session")
+def reference_grades(released_course: CourseCopy) -> dict[str, dict[str, float]]:
+    """Solutions and blank releases of every week, autograded."""
+    return {
+        week: released_course.grade(
+            week,
+            {
+                "solution": released_course.notebook("solutions", week),
+                "blank": released_course.notebook("release", week),
+            },
+        )
+        for week in WEEKS
+    }
+
+
+@pytest.mark.parametrize("week", WEEKS)
+def test_solution_autogrades_to_full_marks(
+    released_course: CourseCopy, reference_grades: dict, week: str
+) -> None:
+    scores = released_course.scores(week, "solution")
+    assert scores, "the solution was not graded"
+    lost = {gid: s for gid, s in scores.items() if s[0] != s[1]}
+    assert not lost, f"the solution loses points: {lost}\n" + released_course.graded_outputs(
+        week, "solution"
+    )
+
+
+@pytest.mark.parametrize("week", WEEKS)
+def test_blank_release_scores_zero_on_every_test_cell(
+    released_course: CourseCopy, reference_grades: dict, week: str
+) -> None:
+    scores = released_course.scores(week, "blank")
+    assert scores, "the blank release was not graded"
+    earned = {gid: s for gid, s in scores.items() if s[0] != 0}
+    assert not earned, f"the blank release earns points: {earned}"
+
+
+def _wrong_submissions(week: str) -> dict[str, tuple[str, str, str]]:
+    """{name: (grade_id, expected feedback text, answer source)} from tests/submissions/WEEK."""
+    out = {}
+    for path in sorted((SUBMISSIONS / week).glob("*.py")):
+        text = path.read_text()
+        grade_id = re.search(r"^# grade_id: (\S+)$", text, re.M)[1]
+        expect = re.search(r"^# expect: (.+)$", text, re.M)[1]
+        out[path.stem] = (grade_id, expect, text)
+    return out
+
+
+@pytest.mark.parametrize("week", [w for w in WEEKS if (SUBMISSIONS / w).is_dir()])
+def test_typical_wrong_implementations_lose_points_and_are_named(
+    released_course: CourseCopy, reference_grades: dict, week: str
+) -> None:
+    wrong = _wrong_submissions(week)
+    assert len(wrong) >= 5
+    solution = released_course.notebook("solutions", week)
+    full = sum(s[1] for s in released_course.scores(week, "solution").values())
+    totals = released_course.grade(
+        week,
+        {name: replace_answer(solution, gid, src) for name, (gid, _, src) in wrong.items()},
+    )
+    for name, (_, expect, _) in wrong.items():
+        assert totals[name] < full, f"{name} keeps full marks"
+        outputs = released_course.graded_outputs(week, name)
+        assert expect in outputs, f"{name}: the feedback should say {expect!r}:\n{outputs}"
