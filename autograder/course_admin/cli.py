@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
-from course_admin.gradebook import cell_scores
+from course_admin.batch import grade_class
+from course_admin.export import export_csv
 from course_admin.nbgrader_cli import nbgrader
 from course_admin.paths import AUTOGRADER, db_url, weeks
 
@@ -19,45 +19,10 @@ def release(week_ids: list[str], course_root: Path = AUTOGRADER) -> None:
         print(f"released {week}")
 
 
-def collect(week: str, submissions: Path, course_root: Path = AUTOGRADER) -> list[str]:
-    """Copy ``submissions/<student>/*.ipynb`` into nbgrader's submitted/ folder."""
-    if not submissions.is_dir():
-        raise SystemExit(f"course: {submissions} is not a folder of submissions")
-    students = []
-    for student_dir in sorted(p for p in submissions.iterdir() if p.is_dir()):
-        target = course_root / "submitted" / student_dir.name / week
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(student_dir, target)
-        students.append(student_dir.name)
-    return students
-
-
 def grade(week: str, submissions: Path, course_root: Path = AUTOGRADER) -> dict[str, float]:
-    """Autograde every student of ``submissions`` one by one; return total points per student."""
-    students = collect(week, submissions, course_root)
-    totals: dict[str, float] = {}
-    failed: dict[str, str] = {}
-    for student in students:
-        proc = nbgrader(
-            "autograde",
-            week,
-            "--student",
-            student,
-            "--create",
-            "--force",
-            course_root=course_root,
-            check=False,
-        )
-        scores = cell_scores(db_url(course_root), week, student)
-        if proc.returncode != 0 or not scores:
-            failed[student] = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        totals[student] = sum(s.score for s in scores)
-        max_total = sum(s.max_score for s in scores)
-        print(f"{student}: {totals[student]:g} / {max_total:g}")
-    for student, reason in failed.items():
-        print(f"could not grade {student}: {reason}")
-    return totals
+    """Autograde every student of ``submissions``; total points per student."""
+    results = grade_class(week, submissions, course_root)
+    return {r.student: r.total for r in results}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"feedback written to {AUTOGRADER / 'feedback'}")
     elif args.command == "export":
         target = Path(args.file).resolve()
-        nbgrader("export", "--to", str(target), course_root=AUTOGRADER)
-        print(f"grades written to {target}")
+        count = export_csv(db_url(), AUTOGRADER / "reports", target)
+        print(f"{count} graded submission(s) written to {target}")
     return 0

@@ -32,3 +32,16 @@ def cell_scores(db_url: str, week: str, student: str) -> list[CellScore]:
                 score = grade.manual_score if grade.manual_score is not None else grade.auto_score
                 out.append(CellScore(notebook.name, grade.name, score, grade.max_score))
         return out
+
+
+def snapshot(db_url: str) -> dict[tuple[str, str, str, str], tuple[float | None, float | None]]:
+    """Every grade in the gradebook: (student, week, notebook, grade_id) -> (auto, manual)."""
+    out = {}
+    with Gradebook(db_url) as gb:
+        for assignment in gb.assignments:
+            for submission in assignment.submissions:
+                for notebook in submission.notebooks:
+                    for grade in notebook.grades:
+                        key = (submission.student.id, assignment.name, notebook.name, grade.name)
+                        out[key] = (grade.auto_score, grade.manual_score)
+    return out
