@@ -60,3 +60,13 @@ def test_binder_uses_one_thread_and_installs_the_helpers() -> None:
     assert "OMP_NUM_THREADS=1" in start and 'exec "$@"' in start
     assert "pip install --no-deps -e ." in (REPO / "binder/postBuild").read_text()
     assert not (REPO / "binder/requirements.txt").exists(), "ignored beside environment.yml"
+
+
+def test_readme_badge_opens_week1_in_jupyterlab() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert re.search(
+        r"\(https://mybinder\.org/v2/gh/[\w.-]+/[\w.-]+/HEAD"
+        r"\?urlpath=lab/tree/release/week01_sgd/week01_sgd\.ipynb\)",
+        readme,
+    ), "the README's Binder badge must open JupyterLab at Week 1's release notebook"
+    assert (REPO / "release/week01_sgd/week01_sgd.ipynb").is_file()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -111,11 +112,40 @@ def prepare(
         if source is None:
             return None, f"missing notebook {name}.ipynb"
         try:
-            nbformat.read(source, as_version=4)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # duplicate cell ids are handled below
+                nb = nbformat.read(source, as_version=4)
         except Exception as exc:  # nbformat raises several types for broken files
             return None, f"{source.name} is not a valid notebook ({type(exc).__name__}: {exc})"
-        shutil.copy2(source, target / f"{name}.ipynb")
+        duplicates = _keep_last_copy(nb)
+        if duplicates:
+            note = "; ".join(
+                filter(None, [note, f"copied cells {', '.join(duplicates)}: graded the last copy"])
+            )
+        nbformat.write(nb, target / f"{name}.ipynb")
     return target, note
+
+
+def _keep_last_copy(nb: nbformat.NotebookNode) -> list[str]:
+    """Make every copy but the last of a duplicated nbgrader cell an ordinary cell.
+
+    nbgrader refuses a notebook where two cells share a grade id; the student's code still
+    runs in order, and the last copy is the one graded.
+    """
+    last: dict[str, int] = {}
+    for i, cell in enumerate(nb.cells):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id:
+            last[grade_id] = i
+    duplicated = []
+    for i, cell in enumerate(nb.cells):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id and last[grade_id] != i:
+            del cell.metadata["nbgrader"]
+            cell["id"] = f"copy-{i}"
+            if grade_id not in duplicated:
+                duplicated.append(grade_id)
+    return duplicated
 
 
 def _limit_memory() -> None:
@@ -179,7 +209,14 @@ def autograde_one(course_root: Path, week: str, student: str, template_db: Path)
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             return StudentResult(student, "not graded", f"took over {STUDENT_TIMEOUT_S} s")
-        scores = cell_scores(f"sqlite:///{scratch / 'gradebook.db'}", week, student)
+        try:
+            scores = cell_scores(f"sqlite:///{scratch / 'gradebook.db'}", week, student)
+        except Exception as exc:  # the submission may have overwritten its scratch gradebook
+            return StudentResult(
+                student,
+                "not graded",
+                f"the grading folder was damaged while running ({exc!r:.120})",
+            )
         graded = scratch / "autograded" / student / week
         if proc.returncode != 0 or not scores or not graded.is_dir():
             return StudentResult(student, "not graded", _failure_reason(proc))
@@ -188,8 +225,31 @@ def autograde_one(course_root: Path, week: str, student: str, template_db: Path)
             shutil.rmtree(destination)
         shutil.copytree(graded, destination)
         return StudentResult(
-            student, "graded", scores={s.grade_id: [s.score, s.max_score] for s in scores}
+            student,
+            "graded",
+            "; ".join(_notes(graded, scores)),
+            {s.grade_id: [s.score, s.max_score] for s in scores},
         )
+
+
+def _notes(graded: Path, scores: list) -> list[str]:
+    """What a teacher should know about a graded notebook: timeouts, memory, missing tests."""
+    notes = []
+    errors = []
+    for path in graded.glob("*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "error":
+                    errors.append(f"{out.get('ename')}: {out.get('evalue')}")
+    if any(e.startswith("CellTimeoutError") for e in errors):
+        notes.append("a cell was stopped at the time limit")
+    # numpy and Python raise MemoryError; torch's allocator raises a RuntimeError.
+    if any(re.search(r"^MemoryError|OutOfMemoryError|can't allocate memory", e) for e in errors):
+        notes.append(f"a cell ran out of memory (limit {MEMORY_LIMIT_GB:g} GB)")
+    missing = [s.grade_id for s in scores if s.score == 0 and s.max_score and not s.present]
+    if missing:
+        notes.append(f"test cells deleted from the notebook score 0: {', '.join(missing)}")
+    return notes
 
 
 def _failure_reason(proc: subprocess.CompletedProcess[str]) -> str:
@@ -247,14 +307,19 @@ def grade_class(
             }
             progress = tqdm(as_completed(futures), total=len(futures), desc=f"grading {week}")
             for future in progress:
-                result = future.result()
+                try:
+                    result = future.result()
+                except Exception as exc:  # never let one student stop the batch
+                    result = StudentResult(futures[future], "not graded", f"grader error: {exc!r}")
                 if result.status == "graded":
                     flags = scan_notebook(course_root / "submitted" / result.student / week)
                     if flags:
                         result.status = "flagged"
                         result.reason = "points withheld for review: " + "; ".join(flags)
-                    elif pending[result.student]:
-                        result.reason = pending[result.student]
+                    else:
+                        result.reason = "; ".join(
+                            filter(None, [pending[result.student], result.reason])
+                        )
                 results.append(result)
     for result in results:
         record(course_root, week, result)

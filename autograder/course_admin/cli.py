@@ -6,9 +6,13 @@ import argparse
 from pathlib import Path
 
 from course_admin.batch import grade_class
+from course_admin.edition import write_student_edition
 from course_admin.export import export_csv
 from course_admin.nbgrader_cli import nbgrader
 from course_admin.paths import AUTOGRADER, db_url, weeks
+
+# Where the student edition is published; the README's Binder badge points there too.
+DEFAULT_PUBLIC_REPO = "optimization-course/course"
 
 
 def release(week_ids: list[str], course_root: Path = AUTOGRADER) -> None:
@@ -38,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     p_feedback.add_argument("week")
     p_export = sub.add_parser("export", help="export grades as CSV")
     p_export.add_argument("file", nargs="?", default="grades.csv")
+    p_edition = sub.add_parser("student-edition", help="write the public student tree")
+    p_edition.add_argument("target", type=Path)
+    p_edition.add_argument(
+        "--repo", default=DEFAULT_PUBLIC_REPO, help="GitHub OWNER/NAME of the public repository"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "release":
@@ -51,4 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         target = Path(args.file).resolve()
         count = export_csv(db_url(), AUTOGRADER / "reports", target)
         print(f"{count} graded submission(s) written to {target}")
+    elif args.command == "student-edition":
+        files = write_student_edition(args.target.resolve(), args.repo)
+        print(f"student edition: {len(files)} files in {args.target}")
     return 0

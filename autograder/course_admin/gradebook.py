@@ -15,10 +15,11 @@ class CellScore:
     grade_id: str
     score: float
     max_score: float
+    present: bool = True  # False when the cell was missing from the submission
 
 
 def cell_scores(db_url: str, week: str, student: str) -> list[CellScore]:
-    """Every autograded test cell's score for ``student`` on ``week`` (empty if not graded)."""
+    """Every test cell's score for ``student`` on ``week`` (empty if not graded)."""
     with Gradebook(db_url) as gb:
         try:
             submission = gb.find_submission(week, student)
@@ -27,10 +28,20 @@ def cell_scores(db_url: str, week: str, student: str) -> list[CellScore]:
         out = []
         for notebook in submission.notebooks:
             for grade in notebook.grades:
-                if grade.cell.cell_type != "code" or grade.auto_score is None:
+                if grade.cell.cell_type != "code":
                     continue
-                score = grade.manual_score if grade.manual_score is not None else grade.auto_score
-                out.append(CellScore(notebook.name, grade.name, score, grade.max_score))
+                # A test cell with no automatic score was missing from the submission: zero.
+                auto = grade.auto_score or 0.0
+                score = grade.manual_score if grade.manual_score is not None else auto
+                out.append(
+                    CellScore(
+                        notebook.name,
+                        grade.name,
+                        score,
+                        grade.max_score,
+                        present=grade.auto_score is not None,
+                    )  # fmt: skip
+                )
         return out
 
 

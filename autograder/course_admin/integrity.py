@@ -22,7 +22,7 @@ SUSPICIOUS: tuple[tuple[str, str], ...] = (
     (r"__tracebackhide__", "hides tracebacks"),
     (r"setattr\(\s*torch|torch\.optim\.\w+\s*=(?!=)|torch\.optim\.\w+\.\w+\s*=(?!=)",
      "replaces parts of torch.optim"),
-    (r"\bautograded\b|\bsubmitted\b|\.\./\.\./", "reaches into other folders of the course"),
+    (r"\bautograded\b|\bsubmitted\b|\.\./\.\.", "reaches into other folders of the course"),
 )  # fmt: skip
 
 

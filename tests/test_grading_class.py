@@ -1,0 +1,213 @@
+"""Grading a class: broken and hostile submissions, the gradebook, the CSV, the student edition."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+from course_admin.edition import write_student_edition
+from course_admin.export import export_csv
+from course_admin.gradebook import snapshot
+from course_admin.integrity import scan_source
+from course_admin.paths import db_url
+from course_fixture import CourseCopy
+
+REPO = Path(__file__).resolve().parent.parent
+WEEK = "week01_sgd"
+FULL = 9.0
+
+
+def _with(nb: dict, grade_id: str, append: str = "", replace: str | None = None) -> dict:
+    nb = copy.deepcopy(nb)
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == grade_id:
+            source = "".join(cell["source"])
+            cell["source"] = replace if replace is not None else source + "\n" + append
+            return nb
+    raise KeyError(grade_id)
+
+
+def _without(nb: dict, grade_id: str) -> dict:
+    nb = copy.deepcopy(nb)
+    nb["cells"] = [
+        c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") != grade_id
+    ]
+    return nb
+
+
+def _duplicated(nb: dict, grade_id: str) -> dict:
+    nb = copy.deepcopy(nb)
+    ids = [c["metadata"].get("nbgrader", {}).get("grade_id") for c in nb["cells"]]
+    i = ids.index(grade_id)
+    nb["cells"].insert(i, copy.deepcopy(nb["cells"][i]))
+    return nb
+
+
+@pytest.fixture(scope="module")
+def hostile_class(released_course: CourseCopy, tmp_path_factory, monkeypatch_module) -> dict:
+    """An honest student graded first, then a batch of broken and hostile submissions."""
+    monkeypatch_module.setenv("COURSE_CELL_TIMEOUT_S", "25")
+    course = released_course
+    solution = course.notebook("solutions", WEEK)
+    course.grade(WEEK, {"honest": solution})
+    before = snapshot(db_url(course.autograder))
+
+    folder = tmp_path_factory.mktemp("incoming")
+    notebooks = {
+        "infinite_loop": _with(solution, "max_stable_lr", "while True:\n    pass"),
+        "memory_hog": _with(
+            solution, "minibatches", "hog = []\nwhile True:\n    hog.append(torch.ones(2**26))"
+        ),
+        "sys_exit": _with(solution, "max_stable_lr", "import sys\nsys.exit(0)"),
+        "os_exit": _with(solution, "minibatches", "import os\nos._exit(1)"),
+        "deleted_test": _without(solution, "sgd_step_test_basic"),
+        "edited_test": _with(solution, "sgd_step_test_basic", replace="pass"),
+        "duplicated": _duplicated(solution, "sgd_step"),
+        "patches_checks": _with(
+            solution,
+            "sgd_step",
+            replace="import course_grading.week01 as w\n"
+            "w.check_sgd_step_basic = w.check_sgd_weight_decay = lambda *a: None\n"
+            "class SGD(Optimizer):\n    pass\n",
+        ),
+        "hides_errors": _with(
+            solution,
+            "sgd_step",
+            replace="class SGD(Optimizer):\n    pass\n"
+            "get_ipython().set_custom_exc((Exception,), lambda *a, **k: None)\n",
+        ),
+        "patches_torch": _with(
+            solution, "sgd_step", "torch.optim.SGD.step = lambda self, closure=None: None"
+        ),
+        "reads_checks": _with(
+            solution,
+            "max_stable_lr",
+            "import os\nsecret = open(os.environ['PYTHONPATH'].split(':')[0]"
+            " + '/course_grading/week01.py').read()",
+        ),
+        "writes_gradebook": _with(
+            solution, "max_stable_lr", "open('../../../gradebook.db', 'w').write('garbage')"
+        ),
+        "writes_other_students": _with(
+            solution,
+            "max_stable_lr",
+            "import pathlib\nfor p in pathlib.Path('../..').glob('*/*/*.ipynb'):\n"
+            "    p.write_text('{}')",
+        ),
+    }
+    for student, nb in notebooks.items():
+        (folder / student).mkdir()
+        (folder / student / f"{WEEK}.ipynb").write_text(json.dumps(nb))
+    (folder / "renamed").mkdir()
+    (folder / "renamed" / "my_work.ipynb").write_text(json.dumps(solution))
+    (folder / "invalid_json").mkdir()
+    (folder / "invalid_json" / f"{WEEK}.ipynb").write_text("{not json")
+    (folder / "empty").mkdir()
+
+    from course_admin.batch import grade_class
+
+    results = {r.student: r for r in grade_class(WEEK, folder, course.autograder, workers=2)}
+    return {"course": course, "results": results, "before": before}
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+EXPECTED = {
+    # student: (status, full points? (None: either), phrase in the reason)
+    "infinite_loop": ("graded", True, "stopped at the time limit"),
+    "memory_hog": ("graded", None, "ran out of memory"),
+    "sys_exit": ("graded", True, ""),
+    "os_exit": ("not graded", False, "kernel died"),
+    "deleted_test": ("graded", False, "deleted from the notebook score 0: sgd_step_test_basic"),
+    "edited_test": ("graded", True, ""),
+    "duplicated": ("graded", True, "graded the last copy"),
+    "patches_checks": ("flagged", False, "names the grading code"),
+    "hides_errors": ("flagged", False, "changes error reporting"),
+    "patches_torch": ("flagged", False, "replaces parts of torch.optim"),
+    "reads_checks": ("flagged", False, "names the grading code"),
+    "writes_gradebook": ("not graded", False, "grading folder was damaged"),
+    "writes_other_students": ("flagged", False, "reaches into other folders"),
+    "renamed": ("graded", True, "graded as week01_sgd.ipynb"),
+    "invalid_json": ("not graded", False, "not a valid notebook"),
+    "empty": ("not graded", False, "no notebook"),
+}
+
+
+@pytest.mark.parametrize("student", sorted(EXPECTED))
+def test_every_submission_gets_a_score_and_a_reason(hostile_class: dict, student: str) -> None:
+    status, full, phrase = EXPECTED[student]
+    result = hostile_class["results"][student]
+    assert result.status == status, result
+    assert phrase in result.reason, result.reason
+    scores = hostile_class["course"].scores(WEEK, student)
+    total = sum(s for s, _ in scores.values())
+    assert sum(m for _, m in scores.values()) == FULL, "every student is in the gradebook"
+    if full is not None:
+        assert (total == FULL) is full, f"{student}: {total}"
+
+
+def test_the_batch_leaves_other_grades_alone(hostile_class: dict) -> None:
+    after = snapshot(db_url(hostile_class["course"].autograder))
+    honest = {k: v for k, v in hostile_class["before"].items() if k[0] == "honest"}
+    assert honest and all(after[k] == v for k, v in honest.items())
+
+
+def test_regrading_gives_the_same_grades(released_course: CourseCopy) -> None:
+    solution = released_course.notebook("solutions", WEEK)
+    wrong = _with(solution, "sgd_step", "SGD.step = lambda self, closure=None: None")
+    first = released_course.grade(WEEK, {"again_right": solution, "again_wrong": wrong})
+    second = released_course.grade(WEEK, {"again_right": solution, "again_wrong": wrong})
+    assert first == second == {"again_right": FULL, "again_wrong": first["again_wrong"]}
+    assert first["again_wrong"] < FULL
+
+
+def test_csv_has_per_exercise_points_and_reasons(hostile_class: dict, tmp_path: Path) -> None:
+    course = hostile_class["course"]
+    target = tmp_path / "grades.csv"
+    export_csv(db_url(course.autograder), course.autograder / "reports", target)
+    rows = {r["student"]: r for r in csv.DictReader(target.open())}
+    assert rows["honest"][f"{WEEK}:sgd_step"] == "5.0"
+    assert float(rows["honest"]["total"]) == FULL
+    assert rows["empty"]["status"] == "not graded" and "no notebook" in rows["empty"]["reason"]
+    assert rows["hides_errors"]["status"] == "flagged"
+
+
+@pytest.mark.parametrize(
+    "source, flagged",
+    [
+        ("import course_grading", True),
+        ("torch.optim.SGD = MySGD", True),
+        ("setattr(torch.optim.SGD, 'step', f)", True),
+        ("if torch.optim.SGD == x: pass", False),
+        ("p.add_(d, alpha=-lr)", False),
+        ("opt = torch.optim.SGD(params, lr=0.1)", False),
+    ],
+)
+def test_integrity_scan(source: str, flagged: bool) -> None:
+    assert bool(scan_source(source)) is flagged
+
+
+def test_student_edition_holds_nothing_secret(tmp_path: Path) -> None:
+    target = tmp_path / "edition"
+    files = write_student_edition(target, "someone/course")
+    names = {p.relative_to(target).parts[0] for p in files}
+    assert {"release", "optlab", "binder", "README.md"} <= names
+    assert not names & {"source", "solutions", "autograder", "tests", "course"}
+    for path in files:
+        text = path.read_text(errors="replace")
+        for secret in ("BEGIN SOLUTION", "BEGIN HIDDEN TESTS", "course_grading", "check_sgd"):
+            assert secret not in text, f"{path.relative_to(target)} contains {secret!r}"
+    readme = (target / "README.md").read_text()
+    assert re.search(
+        r"mybinder\.org/v2/gh/someone/course/HEAD\?urlpath=lab/tree/release/week01_sgd/"
+        r"week01_sgd\.ipynb",
+        readme,
+    )
