@@ -74,7 +74,8 @@ class CourseCopy:
                     if isinstance(out.get("text"), list)
                     else [out.get("text", "")]
                 )
-                parts.extend([out.get("evalue", "")])
+                parts.append(out.get("evalue", ""))
+                parts.extend(out.get("traceback", []))
         return "\n".join(parts)
 
 

@@ -118,3 +118,4 @@ def test_typical_wrong_implementations_lose_points_and_are_named(
         assert totals[name] < full, f"{name} keeps full marks"
         outputs = released_course.graded_outputs(week, name)
         assert expect in outputs, f"{name}: the feedback should say {expect!r}:\n{outputs}"
+        assert "course_grading/" not in outputs, f"{name}: the grading code shows in feedback"

@@ -17,6 +17,11 @@ ATOL = 1e-9
 class CheckFailed(AssertionError):
     """A hidden check found a difference; the message is written for the student."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback, so neither the grading code's source
+        # nor its file names appear in the notebook or in feedback: only the message.
+        return [f"\x1b[0;31mCheckFailed\x1b[0m: {self}"]
+
 
 @dataclass(frozen=True)
 class Difference:
