@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "autograder"))  # course_admin and course_grading
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from course_admin.batch import StudentResult  # noqa: E402
 from course_fixture import CourseCopy  # noqa: E402
 
 
@@ -24,3 +25,24 @@ def released_course(tmp_path_factory: pytest.TempPathFactory) -> CourseCopy:
     course = CourseCopy.create(REPO, tmp_path_factory.mktemp("course"))
     course.release()
     return course
+
+
+_GRADED: dict[str, dict[str, StudentResult]] = {}
+
+
+@pytest.fixture
+def reference_grades(released_course: CourseCopy, week: str) -> dict[str, dict[str, StudentResult]]:
+    """The week's solution and blank release, autograded once per session: {week: {student: result}}.
+
+    Tests using it are parametrized by ``week``; each week is graded the first time it is asked
+    for, so ``-k week01_sgd`` grades only Week 1.
+    """
+    if week not in _GRADED:
+        _GRADED[week] = released_course.grade(
+            week,
+            {
+                "solution": released_course.notebook("solutions", week),
+                "blank": released_course.notebook("release", week),
+            },
+        )
+    return _GRADED

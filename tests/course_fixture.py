@@ -7,7 +7,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from course_admin.cli import grade, release
+from course_admin.batch import StudentResult, grade_class
+from course_admin.cli import release
 from course_admin.gradebook import cell_scores
 from course_admin.paths import db_url, weeks
 
@@ -44,8 +45,8 @@ class CourseCopy:
         (path,) = (self.root / folder / week).glob("*.ipynb")
         return json.loads(path.read_text())
 
-    def grade(self, week: str, submissions: dict[str, dict]) -> dict[str, float]:
-        """Autograde notebooks given as {student: notebook JSON}; total points per student."""
+    def grade(self, week: str, submissions: dict[str, dict]) -> dict[str, StudentResult]:
+        """Autograde notebooks given as {student: notebook JSON}; the result per student."""
         (name,) = [p.name for p in (self.root / "release" / week).glob("*.ipynb")]
         folder = self.root / "incoming" / week
         if folder.exists():
@@ -53,7 +54,7 @@ class CourseCopy:
         for student, nb in submissions.items():
             (folder / student).mkdir(parents=True)
             (folder / student / name).write_text(json.dumps(nb))
-        return grade(week, folder, course_root=self.autograder)
+        return {r.student: r for r in grade_class(week, folder, self.autograder)}
 
     def scores(self, week: str, student: str) -> dict[str, tuple[float, float]]:
         """{grade_id: (score, max_score)} from the gradebook."""

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 
 from course_admin.gradebook import cell_scores, snapshot
 from course_admin.integrity import scan_notebook
+from course_admin.peak import MARKER as PEAK_MARKER
 
 # Wall-clock limit for one student's whole notebook; every cell also has nbgrader's timeout.
 STUDENT_TIMEOUT_S = int(os.environ.get("COURSE_STUDENT_TIMEOUT_S", "1200"))
@@ -50,6 +52,8 @@ class StudentResult:
     status: str  # "graded", "flagged" (graded, points withheld for review) or "not graded"
     reason: str = ""
     scores: dict[str, list[float]] = field(default_factory=dict)  # grade_id -> [score, max]
+    wall_s: float | None = None  # time to run the notebook and its tests
+    peak_mb: float | None = None  # largest resident memory of the notebook's kernel
 
     @property
     def total(self) -> float:
@@ -196,12 +200,14 @@ def autograde_one(course_root: Path, week: str, student: str, template_db: Path)
         env = {k: v for k, v in os.environ.items() if k != "COURSE_DB_URL"}
         env["OMP_NUM_THREADS"] = "1"
         command = [
+            sys.executable, "-m", "course_admin.peak",
             sys.executable, "-m", "nbgrader", "autograde", week,
             "--student", student, "--create", "--force",
             f"--CourseDirectory.root={scratch}",
             f"--CourseDirectory.source_directory={source}",
             f"--CourseDirectory.db_url=sqlite:///{scratch / 'gradebook.db'}",
         ]  # fmt: skip
+        start = time.perf_counter()
         try:
             proc = subprocess.run(
                 command, cwd=scratch, env=env, capture_output=True, text=True,
@@ -229,7 +235,16 @@ def autograde_one(course_root: Path, week: str, student: str, template_db: Path)
             "graded",
             "; ".join(_notes(graded, scores)),
             {s.grade_id: [s.score, s.max_score] for s in scores},
+            wall_s=round(time.perf_counter() - start, 1),
+            peak_mb=_peak_mb(proc.stderr),
         )
+
+
+def _peak_mb(stderr: str) -> float | None:
+    for line in reversed(stderr.splitlines()):
+        if line.startswith(PEAK_MARKER):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
 
 
 def _notes(graded: Path, scores: list) -> list[str]:
