@@ -32,7 +32,7 @@ _GRADED: dict[str, dict[str, StudentResult]] = {}
 
 @pytest.fixture
 def reference_grades(released_course: CourseCopy, week: str) -> dict[str, dict[str, StudentResult]]:
-    """The week's solution and blank release, autograded once per session: {week: {student: result}}.
+    """Solutions and blank releases, each week graded once per session: {week: {student: ...}}.
 
     Tests using it are parametrized by ``week``; each week is graded the first time it is asked
     for, so ``-k week01_sgd`` grades only Week 1.
