@@ -55,7 +55,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}",
             f"--ServerApp.root_dir={root}",
         ],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stdout=log, stderr=subprocess.STDOUT,
+        # A private workspace: the default one would reopen notebooks from earlier sessions.
+        env=dict(os.environ, OMP_NUM_THREADS="1", JUPYTERLAB_WORKSPACES_DIR=str(root / "ws")),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

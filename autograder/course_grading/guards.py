@@ -85,4 +85,7 @@ def forbid_torch_optim(answer: str) -> Iterator[None]:
         yield
     finally:
         for owner, name, original in reversed(saved):
-            setattr(owner, name, original)
+            if original is None:  # an inherited step (torch.optim.AdamW's): unshadow it
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
