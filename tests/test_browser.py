@@ -112,7 +112,9 @@ def _wait_until_all_cells_ran(page, timeout_s: float = 240) -> None:
 def test_explorer_moves_in_the_browser(lab: str, browser, week: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{lab}/lab/tree/{week}/{week}.ipynb?token={TOKEN}")
+    # A workspace of its own, reset: otherwise JupyterLab reopens the notebooks of the weeks
+    # tested before, and the first notebook on the page is a hidden tab.
+    page.goto(f"{lab}/lab/workspaces/{week}/tree/{week}/{week}.ipynb?reset&token={TOKEN}")
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_selector("text=| Idle", timeout=60_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
