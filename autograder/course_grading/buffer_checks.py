@@ -1,0 +1,361 @@
+"""Checks for optimizers that keep per-parameter buffers (momentum, running averages).
+
+From Week 2 on, student optimizers extend ``torch.optim.Optimizer`` and keep their buffers in
+``self.state[p]`` under the names ``torch.optim`` uses, so ``state_dict()`` and
+``load_state_dict()`` carry them. The checks here compare those buffers with the reference's
+after some steps, resume a run from a checkpoint the reference wrote, and check constructor
+signatures and ``ValueError`` messages. Like ``reference.reference_runs``, the reference's
+state is computed in a fresh interpreter that never sees student code.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from course_grading.compare import CheckFailed, first_difference
+from course_grading.guards import forbid_torch_optim, require_own_class
+from course_grading.optimizer_checks import batches
+from course_grading.reference import GRADING_ROOT, REFERENCE_TIMEOUT_S, _case_from_dict
+from course_grading.runs import Case, Snapshots, make_model, optimizer_params
+
+# hint(key, student_value, reference_value, group) -> a sentence naming the mistake, or None.
+BufferHint = Callable[[str, torch.Tensor, torch.Tensor, dict], str | None]
+
+_SCRIPT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from course_grading.buffer_checks import main; main(sys.argv[2], sys.argv[3])"
+)
+
+
+@dataclass
+class Checkpoint:
+    """A reference run with its optimizer's state part-way.
+
+    ``snapshots`` are the parameters after every step of the whole case; ``state`` maps each
+    parameter's name to its state after ``stop`` steps; ``state_dict`` is the reference's own
+    ``optimizer.state_dict()`` at that point.
+    """
+
+    snapshots: Snapshots
+    state: dict[str, dict[str, Any]]
+    state_dict: dict[str, Any]
+    stop: int
+
+
+def reference_checkpoints(
+    reference: str, cases: Sequence[Case], data: Sequence[Any], stop: int
+) -> list[Checkpoint]:
+    """Run ``reference`` (a dotted class name) on every case in one fresh process."""
+    __tracebackhide__ = True
+    with tempfile.TemporaryDirectory(prefix="course-checkpoint-") as tmp:
+        request, answer = Path(tmp, "request.pt"), Path(tmp, "answer.pt")
+        torch.save(
+            {
+                "reference": reference,
+                "cases": [dataclasses.asdict(c) for c in cases],
+                "batches": list(data),
+                "stop": stop,
+            },
+            request,
+        )
+        env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", _SCRIPT, str(GRADING_ROOT), str(request), str(answer)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=REFERENCE_TIMEOUT_S,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"the reference run failed (grader problem):\n{proc.stderr[-2000:]}")
+        return [Checkpoint(**c) for c in torch.load(answer)]
+
+
+def main(request_path: str, answer_path: str) -> None:
+    """Entry point of the reference process: read the request, write the checkpoints."""
+    torch.set_num_threads(1)
+    request = torch.load(request_path)
+    module_name, _, attr = request["reference"].rpartition(".")
+    reference_cls = getattr(importlib.import_module(module_name), attr)
+    out = [
+        _checkpoint(reference_cls, _case_from_dict(c), request["batches"], request["stop"])
+        for c in request["cases"]
+    ]
+    torch.save(out, answer_path)
+
+
+def _checkpoint(reference_cls: Any, case: Case, data: Sequence[Any], stop: int) -> dict:
+    model = make_model(case.seed)
+    optimizer = reference_cls(optimizer_params(model, case), **case.kwargs)
+    names = {id(p): name for name, p in model.named_parameters()}
+    snapshots = [_snapshot(model)]
+    state: dict[str, dict[str, Any]] = {}
+    state_dict: dict[str, Any] = {}
+    for i, (X, y) in enumerate(data[: case.steps], start=1):
+        _one_step(optimizer, model, X, y)
+        snapshots.append(_snapshot(model))
+        if i == stop:
+            state_dict = copy.deepcopy(optimizer.state_dict())
+            state = {
+                names[id(p)]: {k: _copy(v) for k, v in s.items()}
+                for p, s in optimizer.state.items()
+            }
+    return {"snapshots": snapshots, "state": state, "state_dict": state_dict, "stop": stop}
+
+
+def _copy(value: Any) -> Any:
+    return value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def _one_step(optimizer: Any, model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> None:
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(X), y).backward()
+    optimizer.step()
+
+
+# --- the student's side ------------------------------------------------------------------------
+
+
+def require_torch_optimizer(cls: Any, answer: str) -> None:
+    """Fail unless ``cls`` extends ``torch.optim.Optimizer`` (and is not a torch optimizer)."""
+    __tracebackhide__ = True
+    require_own_class(cls, answer)
+    if not issubclass(cls, torch.optim.Optimizer):
+        raise CheckFailed(
+            f"`{answer}` should extend torch.optim.Optimizer (class {answer}"
+            "(torch.optim.Optimizer)), which keeps param groups and state and gives you "
+            "state_dict() and load_state_dict()."
+        )
+
+
+@contextmanager
+def student_code(answer: str, case: Case) -> Iterator[None]:
+    """Run the student's optimizer: no torch.optim calls, no warnings, errors as feedback."""
+    __tracebackhide__ = True
+    try:
+        with forbid_torch_optim(answer), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except CheckFailed:
+        raise
+    except Exception as exc:
+        raise CheckFailed(
+            f"[{case.name}] your {answer} raised {type(exc).__name__}: {exc}."
+        ) from None
+
+
+def check_buffers(
+    student_cls: Any,
+    answer: str,
+    reference: str,
+    cases: Sequence[Case],
+    stop: int,
+    hint: BufferHint | None = None,
+) -> None:
+    """On every case, the student's ``self.state[p]`` buffers match the reference's after
+    ``stop`` steps, and a run resumed from the reference's ``state_dict()`` there continues
+    like the reference."""
+    __tracebackhide__ = True
+    require_torch_optimizer(student_cls, answer)
+    data = batches()
+    refname = reference.removeprefix("torch.optim.")
+    for case, ref in zip(cases, reference_checkpoints(reference, cases, data, stop), strict=True):
+        _check_state(student_cls, answer, refname, case, ref, data, hint)
+        _check_resume(student_cls, answer, refname, case, ref, data)
+
+
+def _check_state(
+    student_cls: Any,
+    answer: str,
+    refname: str,
+    case: Case,
+    ref: Checkpoint,
+    data: Sequence[Any],
+    hint: BufferHint | None,
+) -> None:
+    __tracebackhide__ = True
+    stop = ref.stop
+
+    model = make_model(case.seed)
+    with student_code(answer, case):
+        optimizer = student_cls(optimizer_params(model, case), **case.kwargs)
+        for X, y in data[:stop]:
+            _one_step(optimizer, model, X, y)
+    params = dict(model.named_parameters())
+    for name, expected in ref.state.items():
+        p = params[name]
+        got = optimizer.state[p] if p in optimizer.state else {}
+        group = next((g for g in optimizer.param_groups if any(q is p for q in g["params"])), {})
+        for key, want in expected.items():
+            if key == "step":  # a step counter is the student's own business
+                continue
+            where = f"[{case.name}] after {stop} steps, {answer}.state[p] of parameter '{name}'"
+            if key not in got:
+                raise CheckFailed(
+                    f"{where} has no '{key}'. Keep this buffer in self.state[p]['{key}'] (the "
+                    f"name torch.optim.{refname} uses), so that state_dict() saves it."
+                )
+            value = got[key]
+            if not isinstance(value, torch.Tensor) or value.shape != want.shape:
+                raise CheckFailed(
+                    f"{where}['{key}'] should be a tensor shaped like the parameter, "
+                    f"{tuple(want.shape)}; it is {_describe(value)}."
+                )
+            value = value.detach().to(want.dtype)
+            if torch.allclose(value, want, rtol=1e-7, atol=1e-9):
+                continue
+            gap = (value - want).abs().nan_to_num(float("inf"))
+            flat = int(gap.argmax())
+            message = (
+                f"{where}['{key}'] differs from torch.optim.{refname}'s: at flat index {flat} "
+                f"it is {float(value.flatten()[flat]):.10g}, expected "
+                f"{float(want.flatten()[flat]):.10g}."
+            )
+            extra = hint(key, value, want, group) if hint is not None else None
+            if extra:
+                message += f" This looks like a typical mistake: {extra}"
+            raise CheckFailed(message)
+
+
+def _check_resume(
+    student_cls: Any, answer: str, refname: str, case: Case, ref: Checkpoint, data: Sequence[Any]
+) -> None:
+    __tracebackhide__ = True
+    model = make_model(case.seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(ref.snapshots[ref.stop][name])
+    run = [_snapshot(model)]
+    resumed = dataclasses.replace(case, name=f"{case.name}, resumed from a checkpoint")
+    with student_code(answer, resumed):
+        optimizer = student_cls(optimizer_params(model, case), **case.kwargs)
+        optimizer.load_state_dict(copy.deepcopy(ref.state_dict))
+        for X, y in data[ref.stop : case.steps]:
+            _one_step(optimizer, model, X, y)
+            run.append(_snapshot(model))
+    diff = first_difference(run, ref.snapshots[ref.stop :])
+    if diff is not None:
+        diff = dataclasses.replace(diff, step=diff.step + ref.stop)
+        raise CheckFailed(
+            f"[{case.name}, resumed from a checkpoint] we saved torch.optim.{refname}'s "
+            f"state_dict() after {ref.stop} steps, loaded it into a new {answer} with "
+            f"load_state_dict() and went on; {diff.describe('torch.optim.' + refname)} "
+            f"Keep every buffer in self.state[p], under torch.optim.{refname}'s names, and "
+            "read it back from there at each step."
+        )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+# --- constructor --------------------------------------------------------------------------------
+
+
+def check_signature(cls: Any, answer: str, defaults: dict[str, Any], reference: str) -> None:
+    """The constructor takes every keyword of ``defaults`` with the same default value."""
+    __tracebackhide__ = True
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return
+    for name, default in defaults.items():
+        if name not in params:
+            raise CheckFailed(f"{answer}'s constructor should take `{name}`, as {reference} does.")
+        if params[name].default != default:
+            raise CheckFailed(
+                f"{answer}'s default {name} should be {default!r}, as in {reference}; "
+                f"yours is {params[name].default!r}."
+            )
+
+
+def check_value_errors(
+    cls: Any,
+    answer: str,
+    invalid: Sequence[tuple[dict[str, Any], tuple[str, ...]]],
+    valid: Sequence[dict[str, Any]],
+) -> None:
+    """Each ``invalid`` kwargs raises ValueError naming one of its names; ``valid`` ones don't."""
+    __tracebackhide__ = True
+    for kwargs, names in invalid:
+        call = _fmt(answer, kwargs)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cls([torch.zeros(3, requires_grad=True)], **kwargs)
+        except ValueError as exc:
+            if not any(n in str(exc).lower() for n in names):
+                raise CheckFailed(
+                    f"{call} raised ValueError, but its message {str(exc)!r} does not name "
+                    f"the parameter ('{names[0]}')."
+                ) from None
+        except Exception as exc:
+            raise CheckFailed(
+                f"{call} should raise ValueError, not {type(exc).__name__}."
+            ) from None
+        else:
+            raise CheckFailed(f"{call} should raise ValueError.")
+    for kwargs in valid:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cls([torch.zeros(3, requires_grad=True)], **kwargs)
+        except Exception as exc:
+            raise CheckFailed(
+                f"{_fmt(answer, kwargs)} is valid (torch accepts it) but raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+
+
+def _fmt(answer: str, kwargs: dict[str, Any]) -> str:
+    return f"{answer}(" + ", ".join(["params", *(f"{k}={v!r}" for k, v in kwargs.items())]) + ")"
+
+
+def check_closure(cls: Any, answer: str, kwargs: dict[str, Any]) -> None:
+    """``step(closure)`` calls the closure once, with gradients on, and returns its loss."""
+    __tracebackhide__ = True
+    p = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    opt = cls([p], **kwargs)
+    calls = []
+
+    def closure() -> torch.Tensor:
+        calls.append(1)
+        opt.zero_grad()
+        loss = (p**2).sum()
+        loss.backward()
+        return loss
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            returned = opt.step(closure)
+    except Exception as exc:
+        raise CheckFailed(f"step(closure) raised {type(exc).__name__}: {exc}") from None
+    if len(calls) != 1:
+        raise CheckFailed(f"step(closure) should call the closure once; it did {len(calls)} times.")
+    if not isinstance(returned, torch.Tensor) or float(returned.detach()) != 5.0:
+        raise CheckFailed("step(closure) should return the loss the closure returned.")
+    if torch.equal(p.detach(), torch.tensor([1.0, -2.0], dtype=torch.float64)):
+        raise CheckFailed("step(closure) should step with the gradient the closure computed.")
