@@ -1,4 +1,13 @@
-"""Helpers for the optimization course notebooks: landscapes, trajectories, widgets, plots, data.
+"""Helpers for the course notebooks, one module per job.
+
+- ``landscapes``, ``trajectories``, ``explorer``, ``plots``: loss surfaces, optimizer paths on
+  them, and the trajectory-explorer widget (Weeks 1-4);
+- ``data``, ``models``: the digits data set and small models;
+- ``memory``: measure the tensors an optimizer keeps in its state (Week 4);
+- ``schedules_widget``, ``tracking``: learning-rate schedule widget, TensorBoard logging (Week 5);
+- ``bandwidth``: timing and memory-bandwidth figures (Week 6);
+- ``launch``, ``collectives``, ``zero_memory``, ``zero_runs``, ``zero_bench``: multi-process
+  runs, the ZeRO memory calculator and the memory/time comparison (Week 7).
 
 Import the module you need (``from optlab.landscapes import Quadratic``); importing the package
 itself loads nothing heavy.

@@ -115,8 +115,10 @@ def test_explorer_moves_in_the_browser(lab: str, browser, week: str) -> None:
     # A workspace of its own, reset: otherwise JupyterLab reopens the notebooks of the weeks
     # tested before, and the first notebook on the page is a hidden tab.
     page.goto(f"{lab}/lab/workspaces/{week}/tree/{week}/{week}.ipynb?reset&token={TOKEN}")
-    page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    page.wait_for_selector("text=| Idle", timeout=60_000)
+    # The first page load also starts JupyterLab's front end and a kernel: give a busy
+    # machine time.
+    page.wait_for_selector(".jp-Notebook", timeout=180_000)
+    page.wait_for_selector("text=| Idle", timeout=180_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     _wait_until_all_cells_ran(page)
