@@ -31,7 +31,7 @@ from torch import nn
 from course_grading.compare import CheckFailed, first_difference
 from course_grading.guards import forbid_torch_optim, require_own_class
 from course_grading.optimizer_checks import batches
-from course_grading.reference import GRADING_ROOT, REFERENCE_TIMEOUT_S, _case_from_dict
+from course_grading.reference import GRADING_ROOT, REFERENCE_TIMEOUT_S, case_from_dict
 from course_grading.runs import Case, Snapshots, make_model, optimizer_params
 
 # hint(key, student_value, reference_value, group) -> a sentence naming the mistake, or None.
@@ -94,7 +94,7 @@ def main(request_path: str, answer_path: str) -> None:
     module_name, _, attr = request["reference"].rpartition(".")
     reference_cls = getattr(importlib.import_module(module_name), attr)
     out = [
-        _checkpoint(reference_cls, _case_from_dict(c), request["batches"], request["stop"])
+        _checkpoint(reference_cls, case_from_dict(c), request["batches"], request["stop"])
         for c in request["cases"]
     ]
     torch.save(out, answer_path)

@@ -62,11 +62,12 @@ def main(request_path: str, answer_path: str) -> None:
     request = torch.load(request_path)
     module_name, _, attr = request["reference"].rpartition(".")
     reference_cls = getattr(importlib.import_module(module_name), attr)
-    cases = [_case_from_dict(d) for d in request["cases"]]
+    cases = [case_from_dict(d) for d in request["cases"]]
     torch.save([run_case(reference_cls, c, request["batches"]) for c in cases], answer_path)
 
 
-def _case_from_dict(data: dict) -> Case:
+def case_from_dict(data: dict) -> Case:
+    """A Case back from its dataclasses.asdict form (lists become tuples again)."""
     data = dict(data)
     data["groups"] = tuple(data["groups"])
     data["frozen"] = tuple(data["frozen"])

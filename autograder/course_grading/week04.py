@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from course_grading import optimizer_checks
 from course_grading import week04_torch as ref
 from course_grading.compare import CheckFailed, first_difference
 from course_grading.guards import forbid_torch_optim, require_own_class
@@ -54,39 +53,18 @@ _NAN_HINT = (
 def _own_code(answer: str) -> Iterator[None]:
     """Run student code with torch.optim's updates blocked and warnings kept off stderr."""
     __tracebackhide__ = True
-    try:
-        with forbid_torch_optim(answer), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        _repair_torch_optim()
-
-
-def _repair_torch_optim() -> None:
-    # The shared guard restores a class's `step` from its own __dict__; for a class that
-    # inherits `step` (torch.optim.AdamW gets it from Adam) it leaves `step = None` behind.
-    for obj in vars(torch.optim).values():
-        if isinstance(obj, type) and obj.__dict__.get("step", 0) is None:
-            delattr(obj, "step")
-
-
-@contextlib.contextmanager
-def _cached_reference_runs() -> Iterator[None]:
-    """Serve check_against_torch's reference runs from Week 4's one reference process."""
-    original = optimizer_checks.reference_runs
-
-    def cached(reference: str, cases: Sequence[Case], batches: Sequence) -> list:
-        runs = ref.references()["runs"]
-        keys = [ref.case_key(reference, case) for case in cases]
-        if len(batches) == ref.BATCHES and all(key in runs for key in keys):
-            return [runs[key] for key in keys]
-        return original(reference, cases, batches)
-
-    optimizer_checks.reference_runs = cached
-    try:
+    with forbid_torch_optim(answer), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         yield
-    finally:
-        optimizer_checks.reference_runs = original
+
+
+def _cached_runs(reference: str, cases: Sequence[Case]) -> list | None:
+    """The reference runs from Week 4's one reference process, if it computed all of them."""
+    runs = ref.references()["runs"]
+    keys = [ref.case_key(reference, case) for case in cases]
+    if all(key in runs for key in keys):
+        return [runs[key] for key in keys]
+    return None
 
 
 def _against_torch(cls: Any, answer: str, cases: Sequence[Case]) -> None:
@@ -94,9 +72,11 @@ def _against_torch(cls: Any, answer: str, cases: Sequence[Case]) -> None:
     reference = f"torch.optim.{answer}"
     mistakes = ADAM_MISTAKES if answer == "Adam" else ADAMW_MISTAKES
     defaults = ADAM_DEFAULTS if answer == "Adam" else ADAMW_DEFAULTS
+    cases = list(cases)
     try:
-        with _cached_reference_runs():
-            check_against_torch(cls, answer, reference, list(cases), mistakes, defaults)
+        check_against_torch(
+            cls, answer, reference, cases, mistakes, defaults, _cached_runs(reference, cases)
+        )
     except CheckFailed as failure:
         message = str(failure)
         if "typical mistake" not in message and (
@@ -104,8 +84,6 @@ def _against_torch(cls: Any, answer: str, cases: Sequence[Case]) -> None:
         ):
             message += _NAN_HINT
         raise CheckFailed(message) from None
-    finally:
-        _repair_torch_optim()
 
 
 def _call(what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
