@@ -45,6 +45,13 @@ c.GenerateSolution.preprocessors = [
     StripSolutionMarkers,
 ]
 
+# Submissions downloaded from an LMS into downloaded/<week>/archive/ (./course grade WEEK, or
+# nbgrader zip_collect WEEK): the course's collector reads Blackboard and Canvas file names. For
+# another LMS, set a regular expression with (?P<student_id>...) and (?P<file_id>...) groups; it
+# is matched against each file's whole path, for example
+# c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[^_/]+)__(?P<file_id>[^/]+)$"
+c.ZipCollectApp.collector_plugin = "course_admin.lms.LmsFileNameCollector"
+
 # Per-cell time limit. Hidden checks train small models for many steps; nbgrader's default of
 # 30 s is too tight on a busy 1-core machine. COURSE_CELL_TIMEOUT_S overrides it.
 c.Execute.timeout = int(os.environ.get("COURSE_CELL_TIMEOUT_S", "180"))

@@ -14,7 +14,14 @@ from course_admin.paths import db_url, weeks
 
 # What a copy needs: the sources and the grading code, none of a class's state.
 _IGNORE = shutil.ignore_patterns(
-    "gradebook.db", "submitted", "autograded", "feedback", "__pycache__", ".nbgrader.log"
+    "gradebook.db*",
+    "submitted",
+    "downloaded",
+    "autograded",
+    "feedback",
+    "reports",
+    "__pycache__",
+    ".nbgrader.log",
 )
 
 

@@ -6,6 +6,7 @@ import copy
 import csv
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -214,4 +215,37 @@ def test_student_edition_holds_nothing_secret(tmp_path: Path) -> None:
         r"mybinder\.org/v2/gh/someone/course/HEAD\?urlpath=lab/tree/release/week01_sgd/"
         r"week01_sgd\.ipynb",
         readme,
+    )
+
+
+def test_lms_downloads_are_collected_and_graded(
+    released_course: CourseCopy, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """nbgrader's zip layout: a Blackboard bulk zip, a loose Canvas file, a file naming nobody."""
+    from course_admin.batch import grade_class
+
+    solution = json.dumps(released_course.notebook("solutions", WEEK))
+    blank = json.dumps(released_course.notebook("release", WEEK))
+    archive = tmp_path / "downloaded" / WEEK / "archive"
+    archive.mkdir(parents=True)
+    with zipfile.ZipFile(archive / f"gradebook_{WEEK}.zip", "w") as bulk:
+        # Two attempts: the later one, the solution, is the one to grade.
+        bulk.writestr(f"{WEEK}_jdoe_attempt_2026-10-01-09-00-00_{WEEK}.ipynb", blank)
+        bulk.writestr(f"{WEEK}_jdoe_attempt_2026-10-02-09-00-00_{WEEK}.ipynb", solution)
+        bulk.writestr(f"{WEEK}_jdoe_attempt_2026-10-02-09-00-00.txt", "receipt")
+    (archive / f"doejane_late_12345_678901_{WEEK}-1.ipynb").write_text(solution)
+    (archive / "notes.ipynb").write_text(blank)
+    downloaded = sorted(p.name for p in archive.iterdir())
+
+    graded = grade_class(WEEK, tmp_path / "downloaded", released_course.autograder)
+    results = {r.student: r for r in graded}
+
+    assert set(results) == {"jdoe", "doejane"}
+    assert all(r.status == "graded" and r.total == FULL for r in results.values()), results
+    for student in results:
+        assert sum(s for s, _ in released_course.scores(WEEK, student).values()) == FULL
+    summary = capsys.readouterr().out
+    assert "1 downloaded file(s) skipped" in summary and "notes.ipynb" in summary
+    assert sorted(p.name for p in archive.iterdir()) == downloaded, (
+        "the downloads stay as they were"
     )

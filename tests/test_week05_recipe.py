@@ -162,6 +162,27 @@ def test_the_solution_passes_and_catalogued_mistakes_are_named() -> None:
         week05.check_clip_grad_norm_nonfinite(clip(raise_errors=False))
 
 
+def _step_lr(step: int, lr: float, step_size: int, gamma: float = 0.1) -> float:
+    return lr * gamma ** (step // step_size)
+
+
+def test_step_lr_passes_and_each_catalogued_mistake_is_named() -> None:
+    from course_grading import week05
+    from course_grading.compare import CheckFailed
+    from course_grading.week05_mistakes import STEP_LR_MISTAKES
+
+    week05.check_step_lr(_step_lr)
+    assert len(STEP_LR_MISTAKES) >= 5
+    for mistake in STEP_LR_MISTAKES:
+
+        def wrong(step, lr, step_size, gamma=0.1, rule=mistake.rule):
+            return rule(step, lr, step_size, gamma)
+
+        with pytest.raises(CheckFailed) as caught:
+            week05.check_step_lr(wrong)
+        assert mistake.sentence in str(caught.value), mistake.id
+
+
 def test_real_torch_is_refused_inside_the_checks() -> None:
     from course_grading import week05
     from course_grading.compare import CheckFailed

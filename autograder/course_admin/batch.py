@@ -34,6 +34,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from sqlalchemy.exc import SAWarning
 from tqdm.auto import tqdm
 
+from course_admin import lms
 from course_admin.gradebook import cell_scores, snapshot
 from course_admin.integrity import scan_notebook
 from course_admin.peak import MARKER as PEAK_MARKER
@@ -91,7 +92,10 @@ def unpack(submissions: Path, workdir: Path) -> Path:
             if inner and all(not p.suffix for p in inner):
                 return entries[0]
         return target
-    raise SystemExit(f"course: {submissions} is neither a folder nor a zip file of submissions")
+    raise SystemExit(
+        f"course: {submissions} is neither a folder nor a zip file of submissions (nor "
+        "nbgrader's downloaded/ folder with the LMS's files in downloaded/<week>/archive/)"
+    )
 
 
 def prepare(
@@ -306,7 +310,11 @@ def grade_class(
     backup = _backup(course_root)
     results: list[StudentResult] = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = unpack(submissions, Path(tmp))
+        uncollected: list[str] = []
+        if lms.is_lms_download(submissions, week):
+            folder, uncollected = lms.collect(week, submissions, course_root, Path(tmp))
+        else:
+            folder = unpack(submissions, Path(tmp))
         template_db = template_gradebook(course_root, week, Path(tmp))
         students = sorted(p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._")
         pending: dict[str, str] = {}
@@ -343,7 +351,7 @@ def grade_class(
         backup.unlink()
     results.sort(key=lambda r: r.student)
     _write_report(course_root, week, results)
-    _print_summary(week, results)
+    _print_summary(week, results, uncollected)
     return results
 
 
@@ -374,7 +382,7 @@ def _write_report(course_root: Path, week: str, results: list[StudentResult]) ->
     path.write_text(json.dumps(previous, indent=1, sort_keys=True))
 
 
-def _print_summary(week: str, results: list[StudentResult]) -> None:
+def _print_summary(week: str, results: list[StudentResult], uncollected: list[str]) -> None:
     for r in results:
         if r.status == "graded":
             max_total = sum(m for _, m in r.scores.values())
@@ -385,6 +393,11 @@ def _print_summary(week: str, results: list[StudentResult]) -> None:
         print(f"\n{len(problems)} submission(s) of {week} need attention:")
         for r in problems:
             print(f"  {r.student}: {r.status}: {r.reason}")
+    if uncollected:
+        print(f"\n{len(uncollected)} downloaded file(s) skipped: no student found in the name")
+        for name in uncollected:
+            print(f"  {name}")
+        print("  (set c.FileNameCollectorPlugin.named_regexp in autograder/nbgrader_config.py)")
 
 
 def _db_url(course_root: Path) -> str:

@@ -35,9 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_release = sub.add_parser("release", help="generate release/ and solutions/")
     p_release.add_argument("weeks", nargs="*")
-    p_grade = sub.add_parser("grade", help="autograde a folder of submissions")
+    p_grade = sub.add_parser("grade", help="autograde a class's submissions")
     p_grade.add_argument("week")
-    p_grade.add_argument("submissions", type=Path)
+    p_grade.add_argument(
+        "submissions",
+        type=Path,
+        nargs="?",
+        default=AUTOGRADER / "downloaded",
+        help="folder or zip of <student>/ folders, or nbgrader's downloaded/ folder holding "
+        "<week>/archive/ with the LMS's files (the default: autograder/downloaded)",
+    )
     p_feedback = sub.add_parser("feedback", help="write feedback HTML")
     p_feedback.add_argument("week")
     p_export = sub.add_parser("export", help="export grades as CSV")

@@ -113,6 +113,17 @@ STEP_LR_MISTAKES = (
         "step_size steps: lr * gamma ** (step // step_size).",
         lambda s, lr, size, gamma: lr * gamma if s >= size else lr,
     ),
+    Mistake(
+        "step_lr/decays_late",
+        "the lr decays one step late: at step step_size it should already be lr * gamma.",
+        lambda s, lr, size, gamma: lr * gamma ** (max(s - 1, 0) // size),
+    ),
+    Mistake(
+        "step_lr/every_step",
+        "the lr is multiplied by gamma at every step; StepLR keeps it for step_size steps "
+        "between decays: lr * gamma ** (step // step_size).",
+        lambda s, lr, size, gamma: lr * gamma**s,
+    ),
 )
 
 

@@ -1,0 +1,85 @@
+"""Submissions downloaded from a learning-management system, sorted by nbgrader's zip_collect.
+
+nbgrader's layout: the instructor puts the files and zip archives downloaded from the LMS in
+``autograder/downloaded/<week>/archive/``. ``nbgrader zip_collect`` extracts them and sorts the
+notebooks into ``submitted/<student>/<week>/`` by reading the student out of each file name.
+
+The course's collector knows the names two common LMSs give to downloaded submissions; an
+instructor whose LMS names files differently sets ``c.FileNameCollectorPlugin.named_regexp`` in
+``autograder/nbgrader_config.py``, which then replaces them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from nbgrader.plugins import FileNameCollectorPlugin
+
+from course_admin.nbgrader_cli import nbgrader
+
+# File names of downloaded submissions, matched against the file's whole path (as nbgrader does).
+KNOWN_NAMES = {
+    # Blackboard: <assignment>_<username>_attempt_<YYYY-MM-DD-HH-MM-SS>_<file name>
+    "Blackboard": re.compile(
+        r".*/.*_(?P<student_id>[^_/]+)_attempt_(?P<timestamp>\d{4}(?:-\d\d){5})_(?P<file_id>[^/]+)$"
+    ),
+    # Canvas: <lastfirst>_[late_]<user id>_<submission id>_<file name>[-<n>].ipynb, where -<n>
+    # is what Canvas appends when a student uploads a file name a second time.
+    "Canvas": re.compile(
+        r".*/(?P<student_id>[a-z0-9]+)_(?:late_)?\d+_\d+_(?P<file_id>[^/]+?)(?:-\d+)?\.ipynb$"
+    ),
+}
+
+# What nbgrader's zip_collect logs for a file whose name the collector did not recognise.
+_SKIPPED = "Skipped submission with no match information provided: "
+
+
+class LmsFileNameCollector(FileNameCollectorPlugin):
+    """nbgrader's file-name collector, knowing the LMS names in KNOWN_NAMES by default."""
+
+    def _match(self, filename: str) -> dict | None:
+        if self.named_regexp:
+            return super()._match(filename)
+        for pattern in KNOWN_NAMES.values():
+            match = pattern.match(filename)
+            if match:
+                return match.groupdict()
+        self.log.warning("Not a known LMS file name: %s", filename)
+        return None
+
+
+def is_lms_download(path: Path, week: str) -> bool:
+    """Whether ``path`` is nbgrader's ``downloaded/`` folder holding ``<week>/archive/``."""
+    return (path / week / "archive").is_dir()
+
+
+def collect(
+    week: str, downloaded: Path, course_root: Path, workdir: Path
+) -> tuple[Path, list[str]]:
+    """Sort ``downloaded/<week>/archive/`` into student folders with ``nbgrader zip_collect``.
+
+    Works on a copy in ``workdir``, so the instructor's downloads stay as they were. Returns the
+    folder of ``<student>/<week>/*.ipynb`` and the names of the files no student was found for.
+    """
+    archive = downloaded / week / "archive"
+    if not any(archive.iterdir()):
+        raise SystemExit(f"course: {archive} is empty; put the files downloaded from the LMS there")
+    root = workdir / "lms"
+    shutil.copytree(archive, root / "downloaded" / week / "archive")
+    release = (course_root / "../release").resolve()
+    proc = nbgrader(
+        "zip_collect", week, "--force",
+        f"--CourseDirectory.root={root}",
+        f"--CourseDirectory.release_directory={release}",
+        course_root=course_root, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"course: nbgrader zip_collect {week} failed:\n{proc.stderr[-2000:]}")
+    # Other files (Blackboard's receipts, for example) are skipped without a word.
+    skipped = [line.split(_SKIPPED, 1)[1] for line in proc.stderr.splitlines() if _SKIPPED in line]
+    uncollected = [
+        path.split(f"/{week}/extracted/", 1)[-1] for path in skipped if path.endswith(".ipynb")
+    ]
+    return root / "submitted", uncollected

@@ -1,0 +1,59 @@
+"""The collector that reads students out of the file names an LMS gives to downloads."""
+
+from __future__ import annotations
+
+import pytest
+from course_admin.lms import LmsFileNameCollector
+
+EXTRACTED = "/course/downloaded/week01_sgd/extracted"
+
+
+@pytest.mark.parametrize(
+    "name, student, file_id",
+    [
+        # Blackboard, inside the folder its bulk-download zip was extracted to
+        (
+            "gradebook_week01/week01_sgd_jdoe_attempt_2026-10-02-09-30-00_week01_sgd.ipynb",
+            "jdoe",
+            "week01_sgd.ipynb",
+        ),
+        (
+            "Week 1_a.smith2_attempt_2026-10-02-09-30-00_my notes.ipynb",
+            "a.smith2",
+            "my notes.ipynb",
+        ),
+        # Canvas, on time, late, and with the suffix of a second upload
+        ("doejane_12345_678901_week01_sgd.ipynb", "doejane", "week01_sgd"),
+        ("doejane_late_12345_678901_week01_sgd.ipynb", "doejane", "week01_sgd"),
+        ("smithanna_2345_78901_week01_sgd-1.ipynb", "smithanna", "week01_sgd"),
+    ],
+)
+def test_known_lms_names(name: str, student: str, file_id: str) -> None:
+    info = LmsFileNameCollector().collect(f"{EXTRACTED}/{name}")
+    assert info is not None, name
+    assert (info["student_id"], info["file_id"]) == (student, file_id)
+
+
+def test_blackboard_names_carry_the_attempt_time() -> None:
+    name = "week01_sgd_jdoe_attempt_2026-10-02-09-30-00_week01_sgd.ipynb"
+    info = LmsFileNameCollector().collect(f"{EXTRACTED}/{name}")
+    assert info["timestamp"] == "2026-10-02-09-30-00"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "week01_sgd.ipynb",  # no student in the name
+        "notes_for_jdoe.ipynb",
+        "week01_sgd_jdoe_attempt_2026-10-02-09-30-00.txt",  # Blackboard's receipt, not a notebook
+        "doejane_12345_678901_week01_sgd.py",
+    ],
+)
+def test_other_names_are_not_collected(name: str) -> None:
+    assert LmsFileNameCollector().collect(f"{EXTRACTED}/{name}") is None
+
+
+def test_an_instructors_pattern_replaces_the_known_names() -> None:
+    collector = LmsFileNameCollector(named_regexp=r".*/(?P<student_id>\w+)__(?P<file_id>\w+)")
+    assert collector.collect(f"{EXTRACTED}/jdoe__week01_sgd.ipynb")["student_id"] == "jdoe"
+    assert collector.collect(f"{EXTRACTED}/doejane_12345_678901_week01_sgd.ipynb") is None
