@@ -12,17 +12,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import inspect
-import os
-import subprocess
-import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,17 +24,13 @@ from torch import nn
 
 from course_grading.compare import CheckFailed, first_difference
 from course_grading.guards import forbid_torch_optim, require_own_class
+from course_grading.isolated import run_isolated
 from course_grading.optimizer_checks import batches
-from course_grading.reference import GRADING_ROOT, REFERENCE_TIMEOUT_S, case_from_dict
+from course_grading.reference import case_from_dict, load_class
 from course_grading.runs import Case, Snapshots, make_model, optimizer_params
 
 # hint(key, student_value, reference_value, group) -> a sentence naming the mistake, or None.
 BufferHint = Callable[[str, torch.Tensor, torch.Tensor, dict], str | None]
-
-_SCRIPT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from course_grading.buffer_checks import main; main(sys.argv[2], sys.argv[3])"
-)
 
 
 @dataclass
@@ -63,41 +53,23 @@ def reference_checkpoints(
 ) -> list[Checkpoint]:
     """Run ``reference`` (a dotted class name) on every case in one fresh process."""
     __tracebackhide__ = True
-    with tempfile.TemporaryDirectory(prefix="course-checkpoint-") as tmp:
-        request, answer = Path(tmp, "request.pt"), Path(tmp, "answer.pt")
-        torch.save(
-            {
-                "reference": reference,
-                "cases": [dataclasses.asdict(c) for c in cases],
-                "batches": list(data),
-                "stop": stop,
-            },
-            request,
-        )
-        env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(
-            [sys.executable, "-I", "-c", _SCRIPT, str(GRADING_ROOT), str(request), str(answer)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=REFERENCE_TIMEOUT_S,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"the reference run failed (grader problem):\n{proc.stderr[-2000:]}")
-        return [Checkpoint(**c) for c in torch.load(answer)]
+    request = {
+        "reference": reference,
+        "cases": [dataclasses.asdict(c) for c in cases],
+        "batches": list(data),
+        "stop": stop,
+    }
+    answer = run_isolated("course_grading.buffer_checks:compute_checkpoints", request)
+    return [Checkpoint(**c) for c in answer]
 
 
-def main(request_path: str, answer_path: str) -> None:
-    """Entry point of the reference process: read the request, write the checkpoints."""
-    torch.set_num_threads(1)
-    request = torch.load(request_path)
-    module_name, _, attr = request["reference"].rpartition(".")
-    reference_cls = getattr(importlib.import_module(module_name), attr)
-    out = [
+def compute_checkpoints(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """What :func:`reference_checkpoints` asks the isolated process for."""
+    reference_cls = load_class(request["reference"])
+    return [
         _checkpoint(reference_cls, case_from_dict(c), request["batches"], request["stop"])
         for c in request["cases"]
     ]
-    torch.save(out, answer_path)
 
 
 def _checkpoint(reference_cls: Any, case: Case, data: Sequence[Any], stop: int) -> dict:

@@ -1,31 +1,20 @@
-"""Reference runs of ``torch.optim`` in a fresh interpreter.
+"""Reference runs of ``torch.optim``, computed where no student code has run.
 
 A submission runs in the grading kernel and could monkeypatch ``torch`` there; the reference is
-therefore computed in a separate, isolated Python process that never sees student code.
+therefore computed by :func:`course_grading.isolated.run_isolated` in a fresh interpreter.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import torch
 
+from course_grading.isolated import run_isolated
 from course_grading.runs import Case, Snapshots, run_case
-
-GRADING_ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_TIMEOUT_S = 120
-
-_SCRIPT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from course_grading.reference import main; main(sys.argv[2], sys.argv[3])"
-)
 
 
 def reference_runs(
@@ -33,37 +22,26 @@ def reference_runs(
 ) -> list[Snapshots]:
     """Run ``reference`` (a dotted name such as ``"torch.optim.SGD"``) on every case."""
     __tracebackhide__ = True
-    with tempfile.TemporaryDirectory(prefix="course-reference-") as tmp:
-        request, answer = Path(tmp, "request.pt"), Path(tmp, "answer.pt")
-        torch.save(
-            {
-                "reference": reference,
-                "cases": [dataclasses.asdict(c) for c in cases],
-                "batches": list(batches),
-            },
-            request,
-        )
-        env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(
-            [sys.executable, "-I", "-c", _SCRIPT, str(GRADING_ROOT), str(request), str(answer)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=REFERENCE_TIMEOUT_S,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"the reference run failed (grader problem):\n{proc.stderr[-2000:]}")
-        return torch.load(answer)
+    request = {
+        "reference": reference,
+        "cases": [dataclasses.asdict(c) for c in cases],
+        "batches": list(batches),
+    }
+    return run_isolated("course_grading.reference:compute_runs", request)
 
 
-def main(request_path: str, answer_path: str) -> None:
-    """Entry point of the reference process: read the request, write the snapshots."""
-    torch.set_num_threads(1)
-    request = torch.load(request_path)
-    module_name, _, attr = request["reference"].rpartition(".")
-    reference_cls = getattr(importlib.import_module(module_name), attr)
-    cases = [case_from_dict(d) for d in request["cases"]]
-    torch.save([run_case(reference_cls, c, request["batches"]) for c in cases], answer_path)
+def compute_runs(request: dict[str, Any]) -> list[Snapshots]:
+    """What :func:`reference_runs` asks the isolated process for."""
+    reference_cls = load_class(request["reference"])
+    return [
+        run_case(reference_cls, case_from_dict(c), request["batches"]) for c in request["cases"]
+    ]
+
+
+def load_class(dotted: str) -> Any:
+    """The object a dotted name such as ``"torch.optim.SGD"`` names."""
+    module_name, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def case_from_dict(data: dict) -> Case:

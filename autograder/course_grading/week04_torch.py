@@ -10,23 +10,17 @@ too, so that the student's optimizer and torch's go through the same code.
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from course_grading.isolated import run_isolated
 from course_grading.optimizer_checks import batches as check_batches
 from course_grading.runs import Case, Snapshots, make_model, run_case
 
-GRADING_ROOT = Path(__file__).resolve().parent.parent
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
-TIMEOUT_S = 120
 
 # The standard runs of check_against_torch, per check: (torch.optim class name, cases).
 ADAM_CASES = {
@@ -203,7 +197,8 @@ def case_key(reference: str, case: Case) -> str:
     return repr((reference, case))
 
 
-def _compute_references(batches: Batches) -> dict[str, Any]:
+def compute_references(batches: Batches) -> dict[str, Any]:
+    """What :func:`references` asks the isolated process for."""
     refs: dict[str, Any] = {"runs": {}, "intermittent": {}, "state": {}, "state_bytes": {}}
     for name, table in (("Adam", ADAM_CASES), ("AdamW", ADAMW_CASES)):
         for cases in table.values():
@@ -238,28 +233,6 @@ def reference_key(name: str, kwargs: dict[str, Any]) -> str:
 def references() -> dict[str, Any]:
     """All of Week 4's torch.optim references, computed once in an isolated process."""
     __tracebackhide__ = True
-    with tempfile.TemporaryDirectory(prefix="course-week04-") as tmp:
-        request, answer = Path(tmp, "request.pt"), Path(tmp, "answer.pt")
-        # The batches travel with the request: the child then needs no scikit-learn.
-        torch.save(list(check_batches(BATCHES)), request)
-        script = (
-            "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from course_grading.week04_torch import main; main(sys.argv[2], sys.argv[3])"
-        )
-        env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(
-            [sys.executable, "-I", "-c", script, str(GRADING_ROOT), str(request), str(answer)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"the reference run failed (grader problem):\n{proc.stderr[-2000:]}")
-        return torch.load(answer)
-
-
-def main(request_path: str, answer_path: str) -> None:
-    """Entry point of the reference process: the batches in, every reference out."""
-    torch.set_num_threads(1)
-    torch.save(_compute_references(torch.load(request_path)), answer_path)
+    # The batches travel with the request: the child then needs no scikit-learn.
+    batches = list(check_batches(BATCHES))
+    return run_isolated("course_grading.week04_torch:compute_references", batches)

@@ -13,25 +13,13 @@ case.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-import tempfile
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-GRADING_ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_TIMEOUT_S = 120
-
-_SCRIPT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from course_grading.week05_reference import main; main(sys.argv[2], sys.argv[3])"
-)
-
+from course_grading.isolated import run_isolated
 
 # --- lr factors the LambdaSchedule checks use, shared by both processes ------------------------
 
@@ -183,31 +171,4 @@ def compute(request: dict[str, list[dict[str, Any]]]) -> dict[str, list[Any]]:
 def isolated(request: dict[str, list[dict[str, Any]]]) -> dict[str, list[Any]]:
     """:func:`compute` in a fresh, isolated interpreter that student code cannot touch."""
     __tracebackhide__ = True
-    with tempfile.TemporaryDirectory(prefix="course-reference-") as tmp:
-        request_path, answer_path = Path(tmp, "request.pt"), Path(tmp, "answer.pt")
-        torch.save(request, request_path)
-        env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-I",
-                "-c",
-                _SCRIPT,
-                str(GRADING_ROOT),
-                str(request_path),
-                str(answer_path),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=REFERENCE_TIMEOUT_S,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"the reference run failed (grader problem):\n{proc.stderr[-2000:]}")
-        return torch.load(answer_path)
-
-
-def main(request_path: str, answer_path: str) -> None:
-    """Entry point of the reference process: read the request, write the answer."""
-    torch.set_num_threads(1)
-    torch.save(compute(torch.load(request_path)), answer_path)
+    return run_isolated("course_grading.week05_reference:compute", request)

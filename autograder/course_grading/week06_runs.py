@@ -10,30 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import subprocess
-import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from course_grading.isolated import run_isolated
 from course_grading.optimizer_checks import batches
 from course_grading.runs import Case, Snapshots, run_case
-
-GRADING_ROOT = Path(__file__).resolve().parent.parent
-FRESH_TIMEOUT_S = 120
-_SCRIPT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from course_grading.week06_runs import main; main(sys.argv[2], sys.argv[3])"
-)
 
 # --- loss scaling --------------------------------------------------------------------------
 
@@ -247,28 +236,13 @@ def fresh_reference(
     start-up of several.
     """
     __tracebackhide__ = True
-    with tempfile.TemporaryDirectory(prefix="course-week06-") as tmp:
-        request, answer = Path(tmp, "request.pt"), Path(tmp, "answer.pt")
-        torch.save(
-            {
-                "scaler": [dataclasses.asdict(c) for c in scaler_cases],
-                "master": [dataclasses.asdict(c) for c in master_cases],
-                "adamw": [dataclasses.asdict(c) for c in adamw_cases],
-                "batches": list(batches),
-            },
-            request,
-        )
-        env = {"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(
-            [sys.executable, "-I", "-c", _SCRIPT, str(GRADING_ROOT), str(request), str(answer)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=FRESH_TIMEOUT_S,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"the reference run failed (grader problem):\n{proc.stderr[-2000:]}")
-        runs = torch.load(answer, weights_only=False)
+    request = {
+        "scaler": [dataclasses.asdict(c) for c in scaler_cases],
+        "master": [dataclasses.asdict(c) for c in master_cases],
+        "adamw": [dataclasses.asdict(c) for c in adamw_cases],
+        "batches": list(batches),
+    }
+    runs = run_isolated("course_grading.week06_runs:compute_runs", request)
     return (
         [ScalerRun(**d) for d in runs["scaler"]],
         [MasterRun(**d) for d in runs["master"]],
@@ -276,25 +250,20 @@ def fresh_reference(
     )
 
 
-def main(request_path: str, answer_path: str) -> None:
-    """Entry point of the reference process: read the request, write the runs."""
+def compute_runs(request: dict[str, Any]) -> dict[str, list[Any]]:
+    """What :func:`fresh_reference` asks the isolated process for."""
     warnings.simplefilter("ignore")
-    request = torch.load(request_path, weights_only=False)
-    torch.set_num_threads(1)
     scaler = [run_scaler(_grad_scaler, ScalerCase(**_tuples(c))) for c in request["scaler"]]
     master = [run_master(ReferenceMaster, MasterCase(**_tuples(c))) for c in request["master"]]
     adamw = [
         run_case(torch.optim.AdamW, Case(**_tuples(c)), request["batches"])
         for c in request["adamw"]
     ]
-    torch.save(
-        {
-            "scaler": [dataclasses.asdict(r) for r in scaler],
-            "master": [dataclasses.asdict(r) for r in master],
-            "adamw": adamw,
-        },
-        answer_path,
-    )
+    return {
+        "scaler": [dataclasses.asdict(r) for r in scaler],
+        "master": [dataclasses.asdict(r) for r in master],
+        "adamw": adamw,
+    }
 
 
 # --- the cases the checks compare ----------------------------------------------------------
