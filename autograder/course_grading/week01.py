@@ -6,7 +6,6 @@ Exercise ids (grade ids in the notebook start with them): ``optimizer_interface`
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
 from course_grading.compare import CheckFailed
+from course_grading.interface_checks import check_closure, check_signature, check_value_errors
 from course_grading.mistakes import Mistake
 from course_grading.optimizer_checks import check_against_torch
 from course_grading.runs import Case, make_model
@@ -213,7 +213,9 @@ def _check_sgd(SGD: Any, cases: list[Case]) -> None:
 def check_sgd_step_basic(SGD: Any) -> None:
     """Plain SGD over many steps, with the default and with a large learning rate."""
     __tracebackhide__ = True
-    _check_signature(SGD)
+    # The constructor keywords Week 1 asks for, with torch.optim.SGD's defaults.
+    defaults = {name: SGD_DEFAULTS[name] for name in ("lr", "weight_decay", "maximize")}
+    check_signature(SGD, "SGD", defaults, "torch.optim.SGD")
     _check_sgd(SGD, [Case("default arguments"), Case("a large learning rate", {"lr": 0.3})])
 
 
@@ -244,84 +246,22 @@ def check_sgd_groups_frozen(SGD: Any) -> None:
             ),
         ],
     )
-    _check_closure(SGD)
-
-
-def _check_closure(SGD: Any) -> None:
-    __tracebackhide__ = True
-    p = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
-    opt = SGD([p], lr=0.1)
-    calls = []
-
-    def closure() -> torch.Tensor:
-        calls.append(1)
-        opt.zero_grad()
-        loss = (p**2).sum()
-        loss.backward()
-        return loss
-
-    try:
-        returned = opt.step(closure)
-    except Exception as exc:
-        raise CheckFailed(f"step(closure) raised {type(exc).__name__}: {exc}") from None
-    if len(calls) != 1:
-        raise CheckFailed(f"step(closure) should call the closure once; it did {len(calls)} times.")
-    if not isinstance(returned, torch.Tensor) or float(returned.detach()) != 5.0:
-        raise CheckFailed("step(closure) should return the loss the closure returned.")
-    if not torch.allclose(p.detach(), torch.tensor([0.8, -1.6], dtype=torch.float64)):
-        raise CheckFailed("step(closure) should step with the gradient the closure computed.")
-
-
-def _check_signature(SGD: Any) -> None:
-    __tracebackhide__ = True
-    try:
-        params = inspect.signature(SGD).parameters
-    except (TypeError, ValueError):
-        return
-    for name in ("lr", "weight_decay", "maximize"):
-        if name not in params:
-            raise CheckFailed(f"SGD's constructor should take `{name}`, as torch.optim.SGD does.")
-        if params[name].default != SGD_DEFAULTS[name]:
-            raise CheckFailed(
-                f"SGD's default {name} should be {SGD_DEFAULTS[name]!r}, as in torch.optim.SGD; "
-                f"yours is {params[name].default!r}."
-            )
+    # lr 0.1 on the gradient [2, -4] of (p**2).sum() at p = [1, -2]
+    check_closure(SGD, "SGD", {"lr": 0.1}, expected=(0.8, -1.6))
 
 
 def check_sgd_validation(SGD: Any) -> None:
     """Invalid hyperparameters raise ValueError naming the parameter; valid edge values don't."""
     __tracebackhide__ = True
-    for kwargs, names in (
-        ({"lr": -0.01}, ("lr", "learning rate")),
-        ({"lr": 0.1, "weight_decay": -1e-4}, ("weight_decay", "weight decay")),
-    ):
-        p = torch.zeros(3, requires_grad=True)
-        try:
-            SGD([p], **kwargs)
-        except ValueError as exc:
-            if not any(n in str(exc).lower() for n in names):
-                raise CheckFailed(
-                    f"SGD({_fmt(kwargs)}) raised ValueError, but its message {str(exc)!r} does "
-                    f"not name the parameter ('{names[0]}')."
-                ) from None
-        except Exception as exc:
-            raise CheckFailed(
-                f"SGD({_fmt(kwargs)}) should raise ValueError, not {type(exc).__name__}."
-            ) from None
-        else:
-            raise CheckFailed(f"SGD({_fmt(kwargs)}) should raise ValueError.")
-    for kwargs in ({"lr": 0.0}, {"lr": 0.1, "weight_decay": 0.0}):
-        try:
-            SGD([torch.zeros(3, requires_grad=True)], **kwargs)
-        except Exception as exc:
-            raise CheckFailed(
-                f"SGD({_fmt(kwargs)}) is valid (torch accepts it) but raised "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-
-
-def _fmt(kwargs: dict) -> str:
-    return ", ".join(["params", *(f"{k}={v!r}" for k, v in kwargs.items())])
+    check_value_errors(
+        SGD,
+        "SGD",
+        invalid=[
+            ({"lr": -0.01}, ("lr", "learning rate")),
+            ({"lr": 0.1, "weight_decay": -1e-4}, ("weight_decay", "weight decay")),
+        ],
+        valid=[{"lr": 0.0}, {"lr": 0.1, "weight_decay": 0.0}],
+    )
 
 
 # --- max_stable_lr ---------------------------------------------------------------------------

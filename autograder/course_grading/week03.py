@@ -12,12 +12,14 @@ import torch
 
 from course_grading.buffer_checks import (
     check_buffers,
-    check_closure,
-    check_signature,
-    check_value_errors,
     require_torch_optimizer,
 )
 from course_grading.compare import CheckFailed
+from course_grading.interface_checks import (
+    check_closure,
+    check_signature,
+    check_value_errors,
+)
 from course_grading.mistakes import Mistake
 from course_grading.optimizer_checks import check_against_torch
 from course_grading.runs import Case
