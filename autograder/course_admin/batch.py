@@ -92,9 +92,10 @@ def unpack(submissions: Path, workdir: Path) -> Path:
             if inner and all(not p.suffix for p in inner):
                 return entries[0]
         return target
+    what = "is neither a folder nor a zip file" if submissions.exists() else "does not exist"
     raise SystemExit(
-        f"course: {submissions} is neither a folder nor a zip file of submissions (nor "
-        "nbgrader's downloaded/ folder with the LMS's files in downloaded/<week>/archive/)"
+        f"course: {submissions} {what}; give a folder (or zip) of <student>/ folders, or put the "
+        "files downloaded from the LMS in autograder/downloaded/<week>/archive/"
     )
 
 

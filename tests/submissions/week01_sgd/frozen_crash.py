@@ -1,5 +1,5 @@
 # grade_id: sgd_step
-# expect: such (frozen) parameters must be skipped
+# expect: Parameters whose .grad is None (frozen ones) must be skipped
 class SGD(Optimizer):
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False):

@@ -1,5 +1,5 @@
 # grade_id: best_rates
-# expect: the best momentum is (9/11)² = 81/121
+# expect: β is the rate squared
 def gd_best(eigenvalues):
     lo, hi = min(eigenvalues), max(eigenvalues)
     kappa = hi / lo

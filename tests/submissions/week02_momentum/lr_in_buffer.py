@@ -1,5 +1,5 @@
 # grade_id: sgd_momentum
-# expect: (no lr, no dampening)
+# expect: the learning rate is inside the buffer
 class SGD(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False):

@@ -1,5 +1,5 @@
 # grade_id: sgd_momentum
-# expect: after one Nesterov step expected [0.62, -1.24]
+# expect: torch steps along g + β·buf
 class SGD(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False):

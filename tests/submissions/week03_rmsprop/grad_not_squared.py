@@ -1,5 +1,5 @@
 # grade_id: rmsprop_step
-# expect: the step produced NaN
+# expect: Your update produced NaN
 class RMSprop(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, maximize=False):

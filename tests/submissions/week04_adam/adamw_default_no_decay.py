@@ -1,5 +1,5 @@
 # grade_id: adamw
-# expect: AdamW's default weight_decay should be 0.01 (torch's), not 0
+# expect: AdamW's default weight_decay should be 0.01, as in torch.optim.AdamW
 class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, maximize=False):

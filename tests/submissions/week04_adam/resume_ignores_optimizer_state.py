@@ -1,5 +1,5 @@
 # grade_id: resume_training
-# expect: must load both state_dicts
+# expect: Resuming must restore both state_dicts
 def train_resumed(make_model, make_optimizer, batches, stop_at, path, load_optimizer_state=True):
     losses = []
     model = make_model()
