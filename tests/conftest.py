@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +18,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from course_admin.batch import StudentResult  # noqa: E402
 from course_fixture import CourseCopy  # noqa: E402
+
+_STARTED = time.time()
+
+
+@pytest.fixture(scope="session")
+def session_started() -> float:
+    """When this test session started (before anything was graded)."""
+    return _STARTED
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from course_admin.gradebook import snapshot
 from course_admin.integrity import scan_source
 from course_admin.paths import db_url
 from course_fixture import CourseCopy
+from nbgrader.api import Gradebook
 
 REPO = Path(__file__).resolve().parent.parent
 WEEK = "week01_sgd"
@@ -219,22 +220,32 @@ def test_student_edition_holds_nothing_secret(tmp_path: Path) -> None:
 
 
 def test_lms_downloads_are_collected_and_graded(
-    released_course: CourseCopy, tmp_path: Path, capsys: pytest.CaptureFixture
+    released_course: CourseCopy,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """nbgrader's zip layout: a Blackboard bulk zip, a loose Canvas file, a file naming nobody."""
+    """nbgrader's zip layout: a Blackboard bulk zip, a loose Canvas file, a file naming nobody,
+    and a student's upload that would unpack to far more than it weighs."""
+    from course_admin import archives
     from course_admin.batch import grade_class
+
+    monkeypatch.setattr(archives, "MAX_UNPACKED_MB", 5)
 
     solution = json.dumps(released_course.notebook("solutions", WEEK))
     blank = json.dumps(released_course.notebook("release", WEEK))
     archive = tmp_path / "downloaded" / WEEK / "archive"
     archive.mkdir(parents=True)
     with zipfile.ZipFile(archive / f"gradebook_{WEEK}.zip", "w") as bulk:
-        # Two attempts: the later one, the solution, is the one to grade.
-        bulk.writestr(f"{WEEK}_jdoe_attempt_2026-10-01-09-00-00_{WEEK}.ipynb", blank)
-        bulk.writestr(f"{WEEK}_jdoe_attempt_2026-10-02-09-00-00_{WEEK}.ipynb", solution)
-        bulk.writestr(f"{WEEK}_jdoe_attempt_2026-10-02-09-00-00.txt", "receipt")
+        # Two attempts: the later one, the solution, is the one to grade. (Read as nbgrader reads
+        # Blackboard's times, 14-03-22 would come after 14-05-00.)
+        bulk.writestr(f"{WEEK}_jdoe_attempt_2026-10-02-14-03-22_{WEEK}.ipynb", blank)
+        bulk.writestr(f"{WEEK}_jdoe_attempt_2026-10-02-14-05-00_{WEEK}.ipynb", solution)
+        bulk.writestr(f"{WEEK}_jdoe_attempt_2026-10-02-14-05-00.txt", "receipt")
     (archive / f"doejane_late_12345_678901_{WEEK}-1.ipynb").write_text(solution)
     (archive / "notes.ipynb").write_text(blank)
+    with zipfile.ZipFile(archive / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as bomb:
+        bomb.writestr(f"{WEEK}_mallory_attempt_2026-10-02-10-00-00_{WEEK}.ipynb", bytes(6 * 2**20))
     downloaded = sorted(p.name for p in archive.iterdir())
 
     graded = grade_class(WEEK, tmp_path / "downloaded", released_course.autograder)
@@ -245,7 +256,19 @@ def test_lms_downloads_are_collected_and_graded(
     for student in results:
         assert sum(s for s, _ in released_course.scores(WEEK, student).values()) == FULL
     summary = capsys.readouterr().out
-    assert "1 downloaded file(s) skipped" in summary and "notes.ipynb" in summary
+    assert "2 downloaded file(s) skipped" in summary
+    assert "notes.ipynb: no student found in the name" in summary
+    assert "bomb.zip: not unpacked: unpacks to more than 5 MB" in summary
     assert sorted(p.name for p in archive.iterdir()) == downloaded, (
         "the downloads stay as they were"
     )
+
+    # The attempt's time reaches the gradebook and, with a due date, the CSV's lateness.
+    with Gradebook(db_url(released_course.autograder)) as gb:
+        gb.update_or_create_assignment(WEEK, duedate="2026-10-02 12:00:00")
+    target = tmp_path / "grades.csv"
+    export_csv(db_url(released_course.autograder), released_course.autograder / "reports", target)
+    rows = {r["student"]: r for r in csv.DictReader(target.open())}
+    assert rows["jdoe"]["submitted"] == "2026-10-02 14:05:00"
+    assert float(rows["jdoe"]["hours_late"]) == 2.08
+    assert rows["doejane"]["submitted"] == rows["doejane"]["hours_late"] == ""

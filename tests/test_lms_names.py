@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from course_admin.lms import LmsFileNameCollector
+from nbgrader.utils import parse_utc
 
 EXTRACTED = "/course/downloaded/week01_sgd/extracted"
 
@@ -34,10 +37,20 @@ def test_known_lms_names(name: str, student: str, file_id: str) -> None:
     assert (info["student_id"], info["file_id"]) == (student, file_id)
 
 
-def test_blackboard_names_carry_the_attempt_time() -> None:
-    name = "week01_sgd_jdoe_attempt_2026-10-02-09-30-00_week01_sgd.ipynb"
+@pytest.mark.parametrize(
+    "stamp, when",
+    [
+        ("2026-10-02-09-30-00", datetime(2026, 10, 2, 9, 30, 0)),
+        ("2026-10-02-14-03-22", datetime(2026, 10, 2, 14, 3, 22)),
+        ("2026-10-02-14-05-00", datetime(2026, 10, 2, 14, 5, 0)),
+        # dateutil reads "-23-59-59" as a time-zone offset and nbgrader then fails
+        ("2026-10-02-23-59-59", datetime(2026, 10, 2, 23, 59, 59)),
+    ],
+)
+def test_blackboard_attempt_times_read_as_nbgrader_reads_them(stamp: str, when: datetime) -> None:
+    name = f"week01_sgd_jdoe_attempt_{stamp}_week01_sgd.ipynb"
     info = LmsFileNameCollector().collect(f"{EXTRACTED}/{name}")
-    assert info["timestamp"] == "2026-10-02-09-30-00"
+    assert parse_utc(info["timestamp"]) == when
 
 
 @pytest.mark.parametrize(

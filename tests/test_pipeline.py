@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,19 @@ def test_solution_autogrades_to_full_marks(
     assert not lost, f"the solution loses points: {lost}\n" + released_course.graded_outputs(
         week, "solution"
     )
+
+
+@pytest.mark.parametrize("week", ["week05_recipe"])
+def test_grading_leaves_no_experiment_logs_in_the_temp_folder(
+    reference_grades: dict, session_started: float, week: str
+) -> None:
+    """Week 5 logs its sweep; while grading, the logs go to the scratch course, removed after."""
+    assert reference_grades[week]["solution"].status == "graded"
+    left = [
+        p for p in Path(tempfile.gettempdir(), "optlab-runs").glob("week05-*")
+        if p.stat().st_mtime >= session_started
+    ]  # fmt: skip
+    assert not left, f"grading left experiment logs behind: {left}"
 
 
 @pytest.mark.parametrize("week", WEEKS)

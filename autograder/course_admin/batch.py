@@ -31,10 +31,12 @@ from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.utils import parse_utc
 from sqlalchemy.exc import SAWarning
 from tqdm.auto import tqdm
 
 from course_admin import lms
+from course_admin.archives import UnsafeArchive, check_archive
 from course_admin.gradebook import cell_scores, snapshot
 from course_admin.integrity import scan_notebook
 from course_admin.peak import MARKER as PEAK_MARKER
@@ -43,6 +45,8 @@ from course_admin.peak import MARKER as PEAK_MARKER
 STUDENT_TIMEOUT_S = int(os.environ.get("COURSE_STUDENT_TIMEOUT_S", "1200"))
 # Address-space limit of the grading process and the student's kernel.
 MEMORY_LIMIT_GB = float(os.environ.get("COURSE_MEMORY_LIMIT_GB", "4"))
+# Where nbgrader's collect and zip_collect write when a submission was handed in.
+TIMESTAMP_FILE = "timestamp.txt"
 
 
 @dataclass
@@ -55,6 +59,7 @@ class StudentResult:
     scores: dict[str, list[float]] = field(default_factory=dict)  # grade_id -> [score, max]
     wall_s: float | None = None  # time to run the notebook and its tests
     peak_mb: float | None = None  # largest resident memory of the notebook's kernel
+    submitted: str | None = None  # when it was handed in (UTC), if the submission says
 
     @property
     def total(self) -> float:
@@ -79,6 +84,10 @@ def unpack(submissions: Path, workdir: Path) -> Path:
         return submissions
     if zipfile.is_zipfile(submissions):
         target = workdir / "unzipped"
+        try:
+            check_archive(submissions, nested=False)  # archives inside stay packed
+        except UnsafeArchive as exc:
+            raise SystemExit(f"course: {submissions} is not unpacked: {exc}") from None
         with zipfile.ZipFile(submissions) as archive:
             for member in archive.namelist():
                 resolved = (target / member).resolve()
@@ -132,7 +141,28 @@ def prepare(
                 filter(None, [note, f"copied cells {', '.join(duplicates)}: graded the last copy"])
             )
         nbformat.write(nb, target / f"{name}.ipynb")
+    note = "; ".join(filter(None, [note, _keep_timestamp(student_dir, target)]))
     return target, note
+
+
+def _keep_timestamp(student_dir: Path, target: Path) -> str:
+    """Copy nbgrader's timestamp file into ``target``; a note if it cannot be read."""
+    found = sorted(student_dir.rglob(TIMESTAMP_FILE))
+    if not found:
+        return ""
+    text = found[0].read_text(errors="replace").strip()
+    try:
+        parse_utc(text)
+    except (ValueError, OverflowError):
+        return f"{TIMESTAMP_FILE} holds no time ({text[:40]!r}): submission time not recorded"
+    (target / TIMESTAMP_FILE).write_text(text)
+    return ""
+
+
+def submission_time(folder: Path) -> str | None:
+    """When the submission in ``folder`` was handed in, as UTC text, if it says."""
+    path = folder / TIMESTAMP_FILE
+    return str(parse_utc(path.read_text().strip())) if path.exists() else None
 
 
 def _keep_last_copy(nb: nbformat.NotebookNode) -> list[str]:
@@ -204,6 +234,8 @@ def autograde_one(course_root: Path, week: str, student: str, template_db: Path)
         _scratch_course(course_root, week, student, scratch, template_db)
         env = {k: v for k, v in os.environ.items() if k != "COURSE_DB_URL"}
         env["OMP_NUM_THREADS"] = "1"
+        # Week 5's experiment logs go where the scratch course is cleaned up, not to /tmp.
+        env["OPTLAB_RUNS"] = str(scratch / "runs")
         command = [
             sys.executable, "-m", "course_admin.peak",
             sys.executable, "-m", "nbgrader", "autograde", week,
@@ -291,7 +323,8 @@ def record(course_root: Path, week: str, result: StudentResult) -> None:
             gb.remove_submission(week, result.student)
         except MissingEntry:
             pass
-        gb.add_submission(week, result.student)
+        when = {"timestamp": result.submitted} if result.submitted else {}
+        gb.add_submission(week, result.student, **when)
         submission = gb.find_submission(week, result.student)
         for notebook in submission.notebooks:
             for grade in notebook.grades:
@@ -311,7 +344,7 @@ def grade_class(
     backup = _backup(course_root)
     results: list[StudentResult] = []
     with tempfile.TemporaryDirectory() as tmp:
-        uncollected: list[str] = []
+        uncollected: list[tuple[str, str]] = []
         if lms.is_lms_download(submissions, week):
             folder, uncollected = lms.collect(week, submissions, course_root, Path(tmp))
         else:
@@ -319,12 +352,14 @@ def grade_class(
         template_db = template_gradebook(course_root, week, Path(tmp))
         students = sorted(p for p in folder.iterdir() if p.is_dir() and p.name[0] not in "._")
         pending: dict[str, str] = {}
+        handed_in: dict[str, str | None] = {}
         for student_dir in students:
             prepared, note = prepare(student_dir, week, names, course_root)
             if prepared is None:
                 results.append(StudentResult(student_dir.name, "not graded", note))
             else:
                 pending[student_dir.name] = note
+                handed_in[student_dir.name] = submission_time(prepared)
         with ThreadPoolExecutor(workers) as pool:
             futures = {
                 pool.submit(autograde_one, course_root, week, s, template_db): s for s in pending
@@ -335,6 +370,7 @@ def grade_class(
                     result = future.result()
                 except Exception as exc:  # never let one student stop the batch
                     result = StudentResult(futures[future], "not graded", f"grader error: {exc!r}")
+                result.submitted = handed_in[result.student]
                 if result.status == "graded":
                     flags = scan_notebook(course_root / "submitted" / result.student / week)
                     if flags:
@@ -383,7 +419,9 @@ def _write_report(course_root: Path, week: str, results: list[StudentResult]) ->
     path.write_text(json.dumps(previous, indent=1, sort_keys=True))
 
 
-def _print_summary(week: str, results: list[StudentResult], uncollected: list[str]) -> None:
+def _print_summary(
+    week: str, results: list[StudentResult], uncollected: list[tuple[str, str]]
+) -> None:
     for r in results:
         if r.status == "graded":
             max_total = sum(m for _, m in r.scores.values())
@@ -395,10 +433,11 @@ def _print_summary(week: str, results: list[StudentResult], uncollected: list[st
         for r in problems:
             print(f"  {r.student}: {r.status}: {r.reason}")
     if uncollected:
-        print(f"\n{len(uncollected)} downloaded file(s) skipped: no student found in the name")
-        for name in uncollected:
-            print(f"  {name}")
-        print("  (set c.FileNameCollectorPlugin.named_regexp in autograder/nbgrader_config.py)")
+        print(f"\n{len(uncollected)} downloaded file(s) skipped:")
+        for name, why in uncollected:
+            print(f"  {name}: {why}")
+        if any(why == lms.NO_STUDENT for _, why in uncollected):
+            print("  (set c.FileNameCollectorPlugin.named_regexp in autograder/nbgrader_config.py)")
 
 
 def _db_url(course_root: Path) -> str:

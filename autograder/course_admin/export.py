@@ -1,4 +1,4 @@
-"""Grades as CSV: one row per student and week, points per exercise, total, status."""
+"""Grades as CSV: one row per student and week, points per exercise, total, status, lateness."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def export_csv(db_url: str, reports: Path, target: Path) -> int:
                         **{f"{assignment.name}:{k}": v for k, v in points.items()},
                         "total": submission.score,
                         "max": submission.max_score,
+                        "submitted": submission.timestamp or "",
+                        "hours_late": _hours_late(submission),
                         "status": status.get("status", "graded"),
                         "reason": status.get("reason", ""),
                     }
@@ -46,9 +48,16 @@ def export_csv(db_url: str, reports: Path, target: Path) -> int:
     columns = ["student", "week"]
     for week, names in exercises.items():
         columns += [f"{week}:{name}" for name in names]
-    columns += ["total", "max", "status", "reason"]
+    columns += ["total", "max", "submitted", "hours_late", "status", "reason"]
     with target.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
+
+
+def _hours_late(submission) -> float | str:
+    """Hours past the week's due date (with any extension); empty without a time or a due date."""
+    if submission.timestamp is None or submission.duedate is None:
+        return ""
+    return round(submission.total_seconds_late / 3600, 2)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nbgrader.plugins import FileNameCollectorPlugin
 
+from course_admin.archives import ARCHIVE_SUFFIXES, UnsafeArchive, check_archive
 from course_admin.nbgrader_cli import nbgrader
 
 # File names of downloaded submissions, matched against the file's whole path (as nbgrader does).
@@ -34,6 +35,14 @@ KNOWN_NAMES = {
 
 # What nbgrader's zip_collect logs for a file whose name the collector did not recognise.
 _SKIPPED = "Skipped submission with no match information provided: "
+# Why such a file is left out, as the batch summary says it.
+NO_STUDENT = "no student found in the name"
+
+
+# Blackboard's attempt time, 2026-10-02-14-05-00. nbgrader reads timestamps with dateutil, which
+# takes the "-14-05-00" of that form for a time-zone offset: attempts come out in the wrong order,
+# and a time such as 23-59-59 stops zip_collect. The collector hands on ISO text instead.
+_BLACKBOARD_TIME = re.compile(r"(\d{4}-\d\d-\d\d)-(\d\d)-(\d\d)-(\d\d)")
 
 
 class LmsFileNameCollector(FileNameCollectorPlugin):
@@ -45,7 +54,10 @@ class LmsFileNameCollector(FileNameCollectorPlugin):
         for pattern in KNOWN_NAMES.values():
             match = pattern.match(filename)
             if match:
-                return match.groupdict()
+                info = match.groupdict()
+                if info.get("timestamp"):
+                    info["timestamp"] = _BLACKBOARD_TIME.sub(r"\1 \2:\3:\4", info["timestamp"])
+                return info
         self.log.warning("Not a known LMS file name: %s", filename)
         return None
 
@@ -57,17 +69,32 @@ def is_lms_download(path: Path, week: str) -> bool:
 
 def collect(
     week: str, downloaded: Path, course_root: Path, workdir: Path
-) -> tuple[Path, list[str]]:
+) -> tuple[Path, list[tuple[str, str]]]:
     """Sort ``downloaded/<week>/archive/`` into student folders with ``nbgrader zip_collect``.
 
-    Works on a copy in ``workdir``, so the instructor's downloads stay as they were. Returns the
-    folder of ``<student>/<week>/*.ipynb`` and the names of the files no student was found for.
+    Works on a copy in ``workdir``, so the instructor's downloads stay as they were; archives
+    that are unsafe to unpack are left out of it. Returns the folder of
+    ``<student>/<week>/*.ipynb`` and, for each file left out, its name and why.
     """
     archive = downloaded / week / "archive"
     if not any(archive.iterdir()):
         raise SystemExit(f"course: {archive} is empty; put the files downloaded from the LMS there")
     root = workdir / "lms"
-    shutil.copytree(archive, root / "downloaded" / week / "archive")
+    refused: list[tuple[str, str]] = []
+
+    def unsafe(folder: str, names: list[str]) -> list[str]:
+        left_out = []
+        for name in names:
+            path = Path(folder, name)
+            if path.is_file() and name.endswith(ARCHIVE_SUFFIXES):
+                try:
+                    check_archive(path)
+                except UnsafeArchive as exc:
+                    refused.append((str(path.relative_to(archive)), f"not unpacked: {exc}"))
+                    left_out.append(name)
+        return left_out
+
+    shutil.copytree(archive, root / "downloaded" / week / "archive", ignore=unsafe)
     release = (course_root / "../release").resolve()
     proc = nbgrader(
         "zip_collect", week, "--force",
@@ -80,6 +107,8 @@ def collect(
     # Other files (Blackboard's receipts, for example) are skipped without a word.
     skipped = [line.split(_SKIPPED, 1)[1] for line in proc.stderr.splitlines() if _SKIPPED in line]
     uncollected = [
-        path.split(f"/{week}/extracted/", 1)[-1] for path in skipped if path.endswith(".ipynb")
+        (path.split(f"/{week}/extracted/", 1)[-1], NO_STUDENT)
+        for path in skipped
+        if path.endswith(".ipynb")
     ]
-    return root / "submitted", uncollected
+    return root / "submitted", refused + uncollected
