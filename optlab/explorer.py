@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
+from optlab.figure_view import figure_view, redraw
 from optlab.landscapes import Landscape
 from optlab.plots import COLORS, draw_landscape, loss_gap
 from optlab.trajectories import Trajectory, run_trajectory
@@ -157,7 +158,7 @@ class TrajectoryExplorer:
         self._rescale_loss_axis()
         update_artists(self.artists, landscape, self.trajectories, self.step_slider.value)
 
-        self._output = self._canvas_widget()
+        self._output = figure_view(self.figure)
         for slider in self.sliders.values():
             slider.observe(self._on_hyperparameters, names="value")
         self.step_slider.observe(self._on_step, names="value")
@@ -216,39 +217,17 @@ class TrajectoryExplorer:
         if gaps.size:
             self.ax_loss.set_ylim(max(gaps.min() * 0.5, 1e-12), gaps.max() * 2)
 
-    def _canvas_widget(self) -> widgets.Widget:
-        # With the ipympl backend (%matplotlib widget) the canvas is itself a widget that
-        # redraws in place; otherwise show a static image in an Output area.
-        if isinstance(self.figure.canvas, widgets.DOMWidget):
-            return self.figure.canvas
-        output = widgets.Output()
-        with output:
-            from IPython.display import display
-
-            display(self.figure)
-        return output
-
-    def _redraw(self) -> None:
-        if isinstance(self._output, widgets.Output):
-            from IPython.display import display
-
-            self._output.clear_output(wait=True)
-            with self._output:
-                display(self.figure)
-        else:
-            self.figure.canvas.draw_idle()
-
     def _on_hyperparameters(self, _change: dict[str, Any]) -> None:
         self.trajectories = compute_trajectories(
             self.landscape, self.specs, self.values, self.n_steps
         )
         self._rescale_loss_axis()
         update_artists(self.artists, self.landscape, self.trajectories, self.step_slider.value)
-        self._redraw()
+        redraw(self.figure, self._output)
 
     def _on_step(self, change: dict[str, Any]) -> None:
         update_artists(self.artists, self.landscape, self.trajectories, change["new"])
-        self._redraw()
+        redraw(self.figure, self._output)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
+from optlab.figure_view import figure_view, redraw
+
 __all__ = ["DEFAULTS", "ScheduleArtists", "schedule_curve", "update_artists", "ScheduleExplorer"]
 
 Schedule = Callable[..., float]
@@ -108,7 +110,7 @@ class ScheduleExplorer:
             self.ax.set_title(title)
         self.refresh()
 
-        self._output = self._canvas_widget()
+        self._output = figure_view(self.figure)
         for slider in self.sliders.values():
             slider.observe(self._on_change, names="value")
         self.widget = widgets.VBox([widgets.VBox(list(self.sliders.values())), self._output])
@@ -171,31 +173,9 @@ class ScheduleExplorer:
             curve=curve, warmup_end=warmup_end, peak=peak, final=final, total=total
         )
 
-    def _canvas_widget(self) -> widgets.Widget:
-        # With the ipympl backend (%matplotlib widget) the canvas is itself a widget that
-        # redraws in place; otherwise show a static image in an Output area.
-        if isinstance(self.figure.canvas, widgets.DOMWidget):
-            return self.figure.canvas
-        output = widgets.Output()
-        with output:
-            from IPython.display import display
-
-            display(self.figure)
-        return output
-
-    def _redraw(self) -> None:
-        if isinstance(self._output, widgets.Output):
-            from IPython.display import display
-
-            self._output.clear_output(wait=True)
-            with self._output:
-                display(self.figure)
-        else:
-            self.figure.canvas.draw_idle()
-
     def _on_change(self, _change: dict[str, Any]) -> None:
         self.refresh()
-        self._redraw()
+        redraw(self.figure, self._output)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -23,6 +23,7 @@ from matplotlib.container import BarContainer
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
+from optlab.figure_view import figure_view, redraw
 from optlab.plots import COLORS
 
 __all__ = [
@@ -126,7 +127,7 @@ class MemoryCalculator:
             )
         self.artists = self._make_artists(device_memory_gb)
         self.update()
-        self._output = self._canvas_widget()
+        self._output = figure_view(self.figure)
         for slider in self.sliders.values():
             slider.observe(self._on_change, names="value")
         self.widget = widgets.VBox([*self.sliders.values(), self._output])
@@ -178,28 +179,9 @@ class MemoryCalculator:
         self.ax_curves.legend(fontsize=7, loc="lower left")
         return MemoryArtists(bars=bars, labels=labels, curves=curves, marker=marker)
 
-    def _canvas_widget(self) -> widgets.Widget:
-        # With ipympl (%matplotlib widget) the canvas is a widget that redraws in place;
-        # otherwise show a static image in an Output area.
-        if isinstance(self.figure.canvas, widgets.DOMWidget):
-            return self.figure.canvas
-        output = widgets.Output()
-        with output:
-            from IPython.display import display
-
-            display(self.figure)
-        return output
-
     def _on_change(self, _change: dict[str, Any]) -> None:
         self.update()
-        if isinstance(self._output, widgets.Output):
-            from IPython.display import display
-
-            self._output.clear_output(wait=True)
-            with self._output:
-                display(self.figure)
-        else:
-            self.figure.canvas.draw_idle()
+        redraw(self.figure, self._output)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
