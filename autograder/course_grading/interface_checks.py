@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -48,23 +49,12 @@ def check_value_errors(
     """
     __tracebackhide__ = True
     for kwargs, names in invalid:
-        call = _fmt(answer, kwargs)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cls([torch.zeros(3, requires_grad=True)], **kwargs)
-        except ValueError as exc:
-            if not any(n in str(exc).lower() for n in names):
-                raise CheckFailed(
-                    f"{call} raised ValueError, but its message {str(exc)!r} does not name "
-                    f"the parameter ('{names[0]}')."
-                ) from None
-        except Exception as exc:
-            raise CheckFailed(
-                f"{call} should raise ValueError, not {type(exc).__name__}."
-            ) from None
-        else:
-            raise CheckFailed(f"{call} should raise ValueError{f' ({rule})' if rule else ''}.")
+        expect_value_error(
+            _fmt(answer, kwargs),
+            partial(cls, [torch.zeros(3, requires_grad=True)], **kwargs),
+            names,
+            rule,
+        )
     for kwargs in valid:
         try:
             with warnings.catch_warnings():
@@ -75,6 +65,30 @@ def check_value_errors(
                 f"{_fmt(answer, kwargs)} is valid (torch accepts it) but raised "
                 f"{type(exc).__name__}: {exc}"
             ) from None
+
+
+def expect_value_error(
+    call: str, make: Callable[[], Any], names: Sequence[str] = (), rule: str = ""
+) -> None:
+    """``make()`` raises ValueError, whose message names one of ``names`` (if any are given).
+
+    ``call`` is how failure messages show the call; ``rule`` says which values are invalid.
+    """
+    __tracebackhide__ = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            make()
+    except ValueError as exc:
+        if names and not any(n in str(exc).lower() for n in names):
+            raise CheckFailed(
+                f"{call} raised ValueError, but its message {str(exc)!r} does not name "
+                f"the parameter ('{names[0]}')."
+            ) from None
+    except Exception as exc:
+        raise CheckFailed(f"{call} should raise ValueError, not {type(exc).__name__}.") from None
+    else:
+        raise CheckFailed(f"{call} should raise ValueError{f' ({rule})' if rule else ''}.")
 
 
 def _fmt(answer: str, kwargs: dict[str, Any]) -> str:

@@ -26,16 +26,7 @@ from course_grading.interface_checks import (
 from course_grading.mistakes import Mistake
 from course_grading.optimizer_checks import check_against_torch
 from course_grading.runs import Case
-
-SGD_DEFAULTS = {
-    "lr": 1e-3,
-    "momentum": 0,
-    "dampening": 0,
-    "weight_decay": 0,
-    "nesterov": False,
-    "maximize": False,
-}
-
+from course_grading.week01 import SGD_DEFAULTS
 
 # --- sgd_momentum ------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from course_grading.compare import CheckFailed, first_difference
 from course_grading.guards import forbid_torch_optim, require_own_class
+from course_grading.interface_checks import expect_value_error
 from course_grading.mistakes import Mistake, identify
 from course_grading.optimizer_checks import batches
 from course_grading.runs import Case, Snapshots, run_case
@@ -174,20 +176,11 @@ def check_flat_adamw_options(FlatAdamW: Any) -> None:
         ({"betas": (0.9, -0.1)}, ("beta",)),
         ({"weight_decay": -0.1}, ("weight_decay", "weight decay")),
     ):
-        try:
-            FlatAdamW([nn.Parameter(torch.zeros(3))], **kwargs)
-        except ValueError as exc:
-            if not any(n in str(exc).lower() for n in names):
-                raise CheckFailed(
-                    f"FlatAdamW(params, {kwargs}) raised ValueError, but its message "
-                    f"{str(exc)!r} does not name the parameter ('{names[0]}')."
-                ) from None
-        except Exception as exc:
-            raise CheckFailed(
-                f"FlatAdamW(params, {kwargs}) should raise ValueError, not {type(exc).__name__}."
-            ) from None
-        else:
-            raise CheckFailed(f"FlatAdamW(params, {kwargs}) should raise ValueError.")
+        expect_value_error(
+            f"FlatAdamW(params, {kwargs})",
+            partial(FlatAdamW, [nn.Parameter(torch.zeros(3))], **kwargs),
+            names,
+        )
 
 
 def check_flat_adamw_groups_frozen(FlatAdamW: Any) -> None:

@@ -16,12 +16,14 @@ import sys
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from course_grading.compare import ATOL, RTOL, CheckFailed, first_difference
+from course_grading.interface_checks import expect_value_error
 from course_grading.mistakes import Mistake
 from course_grading.week07_workers import (
     ZeroCase,
@@ -167,20 +169,7 @@ def check_model_state_memory_validation(model_state_bytes: Callable[..., float])
         ((-5.0, 8, 1), "n_params"),
     ):
         call = f"model_state_bytes(n_params={args[0]:g}, n_devices={args[1]}, stage={args[2]})"
-        try:
-            model_state_bytes(*args)
-        except ValueError as exc:
-            if name not in str(exc):
-                raise CheckFailed(
-                    f"{call} raised ValueError, but its message {str(exc)!r} does not name "
-                    f"`{name}`."
-                ) from None
-        except Exception as exc:
-            raise CheckFailed(
-                f"{call} should raise ValueError, not {type(exc).__name__}."
-            ) from None
-        else:
-            raise CheckFailed(f"{call} should raise ValueError.")
+        expect_value_error(call, partial(model_state_bytes, *args), (name,))
 
 
 # --- zero1: the partition --------------------------------------------------------------------
