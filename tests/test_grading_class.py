@@ -272,3 +272,5 @@ def test_lms_downloads_are_collected_and_graded(
     assert rows["jdoe"]["submitted"] == "2026-10-02 14:05:00"
     assert float(rows["jdoe"]["hours_late"]) == 2.08
     assert rows["doejane"]["submitted"] == rows["doejane"]["hours_late"] == ""
+    assert rows["doejane"]["reason"] == "Canvas marked it late"
+    assert rows["jdoe"]["reason"] == ""

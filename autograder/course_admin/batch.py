@@ -345,8 +345,10 @@ def grade_class(
     results: list[StudentResult] = []
     with tempfile.TemporaryDirectory() as tmp:
         uncollected: list[tuple[str, str]] = []
+        lms_notes: dict[str, str] = {}
         if lms.is_lms_download(submissions, week):
-            folder, uncollected = lms.collect(week, submissions, course_root, Path(tmp))
+            collected = lms.collect(week, submissions, course_root, Path(tmp))
+            folder, uncollected, lms_notes = collected.folder, collected.skipped, collected.notes
         else:
             folder = unpack(submissions, Path(tmp))
         template_db = template_gradebook(course_root, week, Path(tmp))
@@ -355,6 +357,7 @@ def grade_class(
         handed_in: dict[str, str | None] = {}
         for student_dir in students:
             prepared, note = prepare(student_dir, week, names, course_root)
+            note = "; ".join(filter(None, [lms_notes.get(student_dir.name), note]))
             if prepared is None:
                 results.append(StudentResult(student_dir.name, "not graded", note))
             else:

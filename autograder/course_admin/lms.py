@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from nbgrader.plugins import FileNameCollectorPlugin
@@ -32,6 +33,9 @@ KNOWN_NAMES = {
         r".*/(?P<student_id>[a-z0-9]+)_(?:late_)?\d+_\d+_(?P<file_id>[^/]+?)(?:-\d+)?\.ipynb$"
     ),
 }
+
+# Canvas puts "late_" after the student in the name of a file handed in after the due date.
+_CANVAS_LATE = re.compile(r"(?P<student_id>[a-z0-9]+)_late_\d+_\d+_")
 
 # What nbgrader's zip_collect logs for a file whose name the collector did not recognise.
 _SKIPPED = "Skipped submission with no match information provided: "
@@ -67,14 +71,20 @@ def is_lms_download(path: Path, week: str) -> bool:
     return (path / week / "archive").is_dir()
 
 
-def collect(
-    week: str, downloaded: Path, course_root: Path, workdir: Path
-) -> tuple[Path, list[tuple[str, str]]]:
+@dataclass
+class Collected:
+    """What zip_collect made of the downloads."""
+
+    folder: Path  # <student>/<week>/*.ipynb (and timestamp.txt where the LMS gave a time)
+    skipped: list[tuple[str, str]]  # (file name, why it was left out)
+    notes: dict[str, str]  # student -> what the LMS said of the submission
+
+
+def collect(week: str, downloaded: Path, course_root: Path, workdir: Path) -> Collected:
     """Sort ``downloaded/<week>/archive/`` into student folders with ``nbgrader zip_collect``.
 
     Works on a copy in ``workdir``, so the instructor's downloads stay as they were; archives
-    that are unsafe to unpack are left out of it. Returns the folder of
-    ``<student>/<week>/*.ipynb`` and, for each file left out, its name and why.
+    that are unsafe to unpack are left out of it.
     """
     archive = downloaded / week / "archive"
     if not any(archive.iterdir()):
@@ -111,4 +121,16 @@ def collect(
         for path in skipped
         if path.endswith(".ipynb")
     ]
-    return root / "submitted", refused + uncollected
+    extracted = root / "downloaded" / week / "extracted"
+    notes = {student: "Canvas marked it late" for student in _marked_late(extracted)}
+    return Collected(root / "submitted", refused + uncollected, notes)
+
+
+def _marked_late(extracted: Path) -> set[str]:
+    """Students whose Canvas file name says the submission came after the due date."""
+    late = set()
+    for path in extracted.rglob("*.ipynb"):
+        match = _CANVAS_LATE.match(path.name)
+        if match:
+            late.add(match["student_id"])
+    return late
