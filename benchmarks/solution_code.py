@@ -1,4 +1,4 @@
-"""Load the answer cells of a solution notebook as a module (for benchmarks)."""
+"""The answer cells of a solution notebook, as a module or a module file (for benchmarks)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,16 @@ def load_answers(week: str) -> types.ModuleType:
         if cell.cell_type == "code" and meta.get("solution") and not cell.source.startswith("%%"):
             exec(compile(cell.source, f"{week}:{meta['grade_id']}", "exec"), module.__dict__)
     return module
+
+
+def write_answer_file(week: str, grade_id: str, target: Path) -> Path:
+    """Write the ``%%writefile`` answer cell ``grade_id`` of ``solutions/<week>`` to ``target``."""
+    (path,) = sorted((REPO / "solutions" / week).glob("*.ipynb"))
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            magic, _, body = cell.source.partition("\n")
+            if not magic.startswith("%%writefile"):
+                raise ValueError(f"answer cell {grade_id} of {week} writes no file")
+            target.write_text(body + "\n")
+            return target
+    raise KeyError(f"no answer cell {grade_id} in solutions/{week}")

@@ -6,33 +6,41 @@
 Trains an MLP of ``depth`` square ``width`` x ``width`` layers with AdamW on ``world_size``
 processes, three ways: plain replication (gradients averaged as DDP does, a full AdamW on every
 rank), the ``ZeroRedundancyOptimizer`` of the module file given with ``--zero1`` (the one the
-Week 7 notebook writes; left out without it), and ``torch.distributed.optim``'s. It prints, per
-method, the optimizer state on the worst rank, its share of the replicated state, the median
-time of averaging the gradients plus the optimizer step, the largest difference of the final
-parameters from the replicated run, and on GPUs the peak memory allocated.
+Week 7 notebook writes; by default the course's solution), and ``torch.distributed.optim``'s.
+It prints, per method, the optimizer state on the worst rank, its share of the replicated
+state, the median time of averaging the gradients plus the optimizer step, the largest
+difference of the final parameters from the replicated run, and on GPUs the peak memory
+allocated.
 
 On GPUs (``--device cuda``) each rank gets its own GPU and NCCL when there are enough GPUs,
 otherwise the ranks share the GPUs over gloo. Example on one GPU machine:
 
-    python benchmarks/zero1_memory_time.py --zero1 zero1.py --device cuda --width 4096 --depth 8
+    python benchmarks/zero1_memory_time.py --device cuda --width 4096 --depth 8
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from solution_code import write_answer_file  # noqa: E402
 
 from optlab.launch import launch, plan_devices  # noqa: E402
 from optlab.zero_bench import METHODS, comparison_rows, format_rows, machine_label  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments, run the three methods on every rank, print the table."""
+    """Parse the arguments; the Week 7 solution's module file unless --zero1 names one."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--zero1", type=Path, help="a module file with ZeroRedundancyOptimizer")
+    parser.add_argument(
+        "--zero1",
+        type=Path,
+        help="a module file with ZeroRedundancyOptimizer (default: the Week 7 solution's)",
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--world-size", type=int, default=2)
     parser.add_argument("--width", type=int, default=1024)
@@ -42,9 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
 
-    zero1 = str(args.zero1.resolve()) if args.zero1 else None
-    if zero1 and not Path(zero1).is_file():
-        parser.error(f"no module file {zero1}")
+    if args.zero1 is not None and not args.zero1.is_file():
+        parser.error(f"no module file {args.zero1}")
+    with tempfile.TemporaryDirectory(prefix="zero1-") as tmp:
+        if args.zero1 is None:
+            args.zero1 = write_answer_file("week07_zero", "zero1", Path(tmp, "zero1.py"))
+        return _compare(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Run the three methods on every rank and print the table."""
+    zero1 = str(args.zero1.resolve())
     plan = plan_devices(args.world_size, args.device)
     results = launch(
         "optlab.zero_bench",
