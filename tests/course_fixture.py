@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,3 +96,51 @@ def replace_answer(nb: dict, grade_id: str, source: str) -> dict:
             cell["source"] = source
             return nb
     raise KeyError(f"no cell with grade_id {grade_id!r}")
+
+
+def answer_source(nb: dict, grade_id: str) -> str:
+    """The source of the answer cell ``grade_id`` of ``nb``."""
+    for cell in nb["cells"]:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
+            return "".join(cell["source"])
+    raise KeyError(f"no cell with grade_id {grade_id!r}")
+
+
+def wrong_answer_files(folder: Path) -> list[Path]:
+    """The typical wrong answers kept in ``folder``: whole cells (.py) and edits (.diff)."""
+    return sorted([*folder.glob("*.py"), *folder.glob("*.diff")])
+
+
+def wrong_answer(path: Path, solution: dict) -> tuple[str, str, str]:
+    """(grade_id, phrase the feedback must contain, answer cell source) of a wrong answer file.
+
+    A ``.py`` file is the whole answer cell. A ``.diff`` file holds the hunks of a unified diff
+    against the solution's answer cell (each hunk is found by its lines; its numbers are not
+    read), so a long answer's typical mistake shows as the few lines it changes.
+    """
+    text = path.read_text()
+    grade_id = re.search(r"^# grade_id: (\S+)$", text, re.M)[1]
+    expect = re.search(r"^# expect: (.+)$", text, re.M)[1]
+    if path.suffix == ".py":
+        return grade_id, expect, text
+    return grade_id, expect, apply_diff(answer_source(solution, grade_id), text, path.name)
+
+
+def apply_diff(source: str, diff: str, name: str) -> str:
+    """``source`` with every ``@@`` hunk of ``diff`` applied where its old lines stand."""
+    lines = source.split("\n")
+    hunks = re.split(r"^@@.*\n", diff, flags=re.M)[1:]
+    if not hunks:
+        raise ValueError(f"{name}: no @@ hunk")
+    for hunk in hunks:
+        body = hunk.rstrip("\n").split("\n")
+        old = [ln[1:] for ln in body if not ln.startswith("+")]
+        new = [ln[1:] for ln in body if not ln.startswith("-")]
+        at = [i for i in range(len(lines) - len(old) + 1) if lines[i : i + len(old)] == old]
+        if len(at) != 1:
+            raise ValueError(
+                f"{name}: the hunk starting {old[0]!r} matches the solution {len(at)} times; "
+                "update it to the solution's current lines"
+            )
+        lines[at[0] : at[0] + len(old)] = new
+    return "\n".join(lines)

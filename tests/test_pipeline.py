@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from course_admin.paths import weeks
-from course_fixture import CourseCopy, replace_answer
+from course_fixture import CourseCopy, replace_answer, wrong_answer, wrong_answer_files
 
 REPO = Path(__file__).resolve().parent.parent
 WEEKS = weeks(REPO / "source")
@@ -90,24 +90,20 @@ def test_blank_release_scores_zero_on_every_test_cell(
     assert not earned, f"the blank release earns points: {earned}"
 
 
-def _wrong_submissions(week: str) -> dict[str, tuple[str, str, str]]:
+def _wrong_submissions(week: str, solution: dict) -> dict[str, tuple[str, str, str]]:
     """{name: (grade_id, expected feedback text, answer source)} from tests/submissions/WEEK."""
-    out = {}
-    for path in sorted((SUBMISSIONS / week).glob("*.py")):
-        text = path.read_text()
-        grade_id = re.search(r"^# grade_id: (\S+)$", text, re.M)[1]
-        expect = re.search(r"^# expect: (.+)$", text, re.M)[1]
-        out[path.stem] = (grade_id, expect, text)
-    return out
+    return {
+        path.stem: wrong_answer(path, solution) for path in wrong_answer_files(SUBMISSIONS / week)
+    }
 
 
 @pytest.mark.parametrize("week", [w for w in WEEKS if (SUBMISSIONS / w).is_dir()])
 def test_typical_wrong_implementations_lose_points_and_are_named(
     released_course: CourseCopy, reference_grades: dict, week: str
 ) -> None:
-    wrong = _wrong_submissions(week)
-    assert len(wrong) >= 5
     solution = released_course.notebook("solutions", week)
+    wrong = _wrong_submissions(week, solution)
+    assert len(wrong) >= 5
     full = sum(s[1] for s in released_course.scores(week, "solution").values())
     totals = released_course.grade(
         week,

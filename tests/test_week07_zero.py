@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from course_fixture import wrong_answer, wrong_answer_files
 
 from optlab import launch as launch_module
 from optlab.collectives import holdings
@@ -23,6 +24,7 @@ from optlab.zero_memory import MemoryCalculator, memory_gb, update_memory_artist
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "source" / "week07_zero" / "week07_zero.ipynb"
+SOLUTIONS = REPO / "solutions" / "week07_zero" / "week07_zero.ipynb"
 SUBMISSIONS = Path(__file__).resolve().parent / "submissions" / "week07_zero"
 
 WORKERS = """
@@ -267,16 +269,17 @@ def test_each_wrong_version_fails_with_its_message(tmp_path: Path, name: str) ->
     from course_grading import week07
     from course_grading.compare import CheckFailed
 
-    text = (SUBMISSIONS / f"{name}.py").read_text()
-    expect = re.search(r"^# expect: (.+)$", text, re.M)[1]
-    module = _module_from_cell(text, tmp_path)
+    solution = json.loads(SOLUTIONS.read_text())
+    _, expect, source = wrong_answer(SUBMISSIONS / f"{name}.diff", solution)
+    module = _module_from_cell(source, tmp_path)
     with pytest.raises(CheckFailed) as info:
         getattr(week07, NAMED_BY[name])(module)
     assert expect in str(info.value)
 
 
 def test_every_wrong_version_is_listed() -> None:
-    zero1 = {p.stem for p in SUBMISSIONS.glob("*.py") if "grade_id: zero1" in p.read_text()}
+    files = wrong_answer_files(SUBMISSIONS)
+    zero1 = {p.stem for p in files if "grade_id: zero1" in p.read_text()}
     assert zero1 == set(NAMED_BY)
 
 
