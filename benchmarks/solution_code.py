@@ -12,11 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def load_answers(week: str) -> types.ModuleType:
     """Run the imports and answer cells of ``solutions/<week>`` in a fresh module namespace."""
-    paths = sorted((REPO / "solutions" / week).glob("*.ipynb"))
-    if len(paths) != 1:
-        raise FileNotFoundError(f"no solution notebook in solutions/{week}")
-    (path,) = paths
-    nb = nbformat.read(path, as_version=4)
+    nb = _solution_notebook(week)
     module = types.ModuleType(f"{week}_answers")
     exec("import torch\nimport numpy as np\nfrom collections import defaultdict", module.__dict__)
     for cell in nb.cells:
@@ -28,8 +24,7 @@ def load_answers(week: str) -> types.ModuleType:
 
 def write_answer_file(week: str, grade_id: str, target: Path) -> Path:
     """Write the ``%%writefile`` answer cell ``grade_id`` of ``solutions/<week>`` to ``target``."""
-    (path,) = sorted((REPO / "solutions" / week).glob("*.ipynb"))
-    for cell in nbformat.read(path, as_version=4).cells:
+    for cell in _solution_notebook(week).cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
             magic, _, body = cell.source.partition("\n")
             if not magic.startswith("%%writefile"):
@@ -37,3 +32,11 @@ def write_answer_file(week: str, grade_id: str, target: Path) -> Path:
             target.write_text(body + "\n")
             return target
     raise KeyError(f"no answer cell {grade_id} in solutions/{week}")
+
+
+def _solution_notebook(week: str) -> nbformat.NotebookNode:
+    """The one solution notebook of ``week``."""
+    paths = sorted((REPO / "solutions" / week).glob("*.ipynb"))
+    if len(paths) != 1:
+        raise FileNotFoundError(f"no solution notebook in solutions/{week}")
+    return nbformat.read(paths[0], as_version=4)

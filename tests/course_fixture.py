@@ -88,22 +88,24 @@ class CourseCopy:
         return "\n".join(parts)
 
 
+def graded_cell(nb: dict, grade_id: str) -> dict:
+    """The nbgrader cell ``grade_id`` of ``nb`` (the notebook's own dict, not a copy)."""
+    for cell in nb["cells"]:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
+            return cell
+    raise KeyError(f"no cell with grade_id {grade_id!r}")
+
+
 def replace_answer(nb: dict, grade_id: str, source: str) -> dict:
     """A copy of ``nb`` whose answer cell ``grade_id`` holds ``source``."""
     nb = json.loads(json.dumps(nb))
-    for cell in nb["cells"]:
-        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
-            cell["source"] = source
-            return nb
-    raise KeyError(f"no cell with grade_id {grade_id!r}")
+    graded_cell(nb, grade_id)["source"] = source
+    return nb
 
 
 def answer_source(nb: dict, grade_id: str) -> str:
     """The source of the answer cell ``grade_id`` of ``nb``."""
-    for cell in nb["cells"]:
-        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id:
-            return "".join(cell["source"])
-    raise KeyError(f"no cell with grade_id {grade_id!r}")
+    return "".join(graded_cell(nb, grade_id)["source"])
 
 
 def wrong_answer_files(folder: Path) -> list[Path]:

@@ -6,7 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from course_fixture import apply_diff, wrong_answer, wrong_answer_files
+from course_fixture import (
+    answer_source,
+    apply_diff,
+    graded_cell,
+    wrong_answer,
+    wrong_answer_files,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SUBMISSIONS = REPO / "tests" / "submissions"
@@ -19,12 +25,11 @@ def test_each_wrong_answer_is_a_changed_answer_cell(path: Path) -> None:
     solution = json.loads(notebook.read_text())
     grade_id, expect, source = wrong_answer(path, solution)
     assert expect.strip(), f"{path.name}: say what the feedback must contain"
-    cells = [c for c in solution["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id")]
-    answer = [c for c in cells if c["metadata"]["nbgrader"]["grade_id"] == grade_id]
-    assert answer and answer[0]["metadata"]["nbgrader"].get("solution"), (
+    answer = graded_cell(solution, grade_id)
+    assert answer["metadata"]["nbgrader"].get("solution"), (
         f"{path.name}: {grade_id} is not an answer cell"
     )
-    assert source != "".join(answer[0]["source"]), f"{path.name}: the answer is unchanged"
+    assert source != answer_source(solution, grade_id), f"{path.name}: the answer is unchanged"
 
 
 def test_a_hunk_replaces_the_lines_it_names() -> None:

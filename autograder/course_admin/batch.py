@@ -146,23 +146,23 @@ def prepare(
 
 
 def _keep_timestamp(student_dir: Path, target: Path) -> str:
-    """Copy nbgrader's timestamp file into ``target``; a note if it cannot be read."""
+    """Write nbgrader's timestamp file into ``target``, in UTC; a note if it cannot be read."""
     found = sorted(student_dir.rglob(TIMESTAMP_FILE))
     if not found:
         return ""
     text = found[0].read_text(errors="replace").strip()
     try:
-        parse_utc(text)
+        utc = parse_utc(text)
     except (ValueError, OverflowError):
         return f"{TIMESTAMP_FILE} holds no time ({text[:40]!r}): submission time not recorded"
-    (target / TIMESTAMP_FILE).write_text(text)
+    (target / TIMESTAMP_FILE).write_text(str(utc))
     return ""
 
 
 def submission_time(folder: Path) -> str | None:
     """When the submission in ``folder`` was handed in, as UTC text, if it says."""
     path = folder / TIMESTAMP_FILE
-    return str(parse_utc(path.read_text().strip())) if path.exists() else None
+    return path.read_text() if path.exists() else None
 
 
 def _keep_last_copy(nb: nbformat.NotebookNode) -> list[str]:
