@@ -8,18 +8,28 @@ import os
 import sys
 from pathlib import Path
 
+from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
     ClearHiddenTests,
     ClearMarkScheme,
     ClearOutput,
+    IgnorePattern,
     IncludeHeaderFooter,
+    LimitOutput,
     LockCells,
+    SaveAutoGrades,
 )
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from course_admin.preprocessors import StripSolutionMarkers  # noqa: E402
+from course_admin.preprocessors import (  # noqa: E402
+    HiddenCheckVerdicts,
+    SandboxedExecute,
+    StripSolutionMarkers,
+)
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -45,6 +55,20 @@ c.GenerateSolution.preprocessors = [
     StripSolutionMarkers,
 ]
 
+# Autograding: nbgrader's own pipeline, with the notebook run in a bubblewrap sandbox and
+# each test cell's hidden check judged afterwards, outside it (course_admin/preprocessors.py).
+# This holds for `nbgrader autograde` and the formgrader too, not only for ./course grade.
+c.Autograde.autograde_preprocessors = [
+    SandboxedExecute,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    HiddenCheckVerdicts,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+
 # Submissions downloaded from an LMS into downloaded/<week>/archive/ (./course grade WEEK, or
 # nbgrader zip_collect WEEK): the course's collector reads Blackboard and Canvas file names. For
 # another LMS, set a regular expression with (?P<student_id>...) and (?P<file_id>...) groups; it
@@ -55,8 +79,3 @@ c.ZipCollectApp.collector_plugin = "course_admin.lms.LmsFileNameCollector"
 # Per-cell time limit. Hidden checks train small models for many steps; nbgrader's default of
 # 30 s is too tight on a busy 1-core machine. COURSE_CELL_TIMEOUT_S overrides it.
 c.Execute.timeout = int(os.environ.get("COURSE_CELL_TIMEOUT_S", "180"))
-
-# Hidden test cells import the grading code (course_grading) that lives in this folder.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
-)

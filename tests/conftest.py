@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "autograder"))  # course_admin and course_grading
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from course_admin.batch import StudentResult  # noqa: E402
+from course_admin.results import StudentResult  # noqa: E402
 from course_fixture import CourseCopy  # noqa: E402
 
 _STARTED = time.time()

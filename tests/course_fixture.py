@@ -8,7 +8,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from course_admin.batch import StudentResult, grade_class
+from course_admin.batch import grade_class
+from course_admin.results import StudentResult
 from course_admin.cli import release
 from course_admin.gradebook import cell_scores
 from course_admin.paths import db_url, weeks
@@ -21,6 +22,7 @@ _IGNORE = shutil.ignore_patterns(
     "autograded",
     "feedback",
     "reports",
+    "cache",
     "__pycache__",
     ".nbgrader.log",
 )

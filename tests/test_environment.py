@@ -70,3 +70,12 @@ def test_readme_badge_opens_week1_in_jupyterlab() -> None:
         readme,
     ), "the README's Binder badge must open JupyterLab at Week 1's release notebook"
     assert (REPO / "release/week01_sgd/week01_sgd.ipynb").is_file()
+
+
+def test_the_postgres_extra_pins_what_the_tests_install() -> None:
+    import tomllib
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = dict(p.split("==") for p in extra["optional-dependencies"]["postgres"])
+    dev = requirements(REPO / "requirements-dev.txt")
+    assert pins and all(dev.get(name) == version for name, version in pins.items())

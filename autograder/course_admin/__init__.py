@@ -4,6 +4,11 @@ import os
 import sys
 from pathlib import Path
 
+# nbformat validates notebooks with jsonschema, whose optional IRI format checker builds a
+# grammar for seconds at import; notebooks never use that format, so every course process
+# skips it (jsonschema falls back to not checking IRIs).
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 # nbgrader's gradebook shells out to `alembic`, found on PATH. Put this interpreter's bin/
 # first, so that `.venv/bin/python benchmarks/...` works without activating the environment.
 _BIN = str(Path(sys.executable).parent)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from nbgrader.api import Gradebook
+
+from course_admin.results import read_report
 
 
 def exercise_of(grade_id: str) -> str:
@@ -20,8 +21,7 @@ def export_csv(db_url: str, reports: Path, target: Path) -> int:
     exercises: dict[str, list[str]] = {}
     with Gradebook(db_url) as gb:
         for assignment in sorted(gb.assignments, key=lambda a: a.name):
-            report_path = reports / f"{assignment.name}.json"
-            report = json.loads(report_path.read_text()) if report_path.exists() else {}
+            report = read_report(reports, assignment.name)
             for submission in sorted(assignment.submissions, key=lambda s: s.student.id):
                 points: dict[str, float] = {}
                 for notebook in submission.notebooks:

@@ -1,9 +1,14 @@
-"""Training runs that check functions compare: a small MLP on fixed mini-batches of digits."""
+"""Both sides: the training runs that optimizer checks compare, a small MLP on fixed batches.
+
+The student's optimizer (in the sandbox) and ``torch.optim``'s (on the trusted side) go through
+this same code, so that the two runs differ only by the optimizer. The batches are inputs that
+the trusted side hands in; nothing here says which cases are checked.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -11,9 +16,9 @@ from torch import nn
 
 # Layer widths of the model every optimizer check trains: 64 inputs (8x8 digits), 10 classes.
 MODEL_SIZES = (64, 24, 16, 10)
-BATCH_SIZE = 32
 
 Snapshots = list[dict[str, torch.Tensor]]
+Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,20 @@ class Case:
     frozen: tuple[int, ...] = ()
     seed: int = 0
 
+    def to_request(self) -> dict[str, Any]:
+        """The case as plain data, as it travels to the sandbox (its name stays outside)."""
+        data = asdict(self)
+        del data["name"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Case:
+        """A case back from :meth:`to_request` (lists become tuples again)."""
+        data = {"name": "", **data}
+        data["groups"] = tuple(data.get("groups", ()))
+        data["frozen"] = tuple(data.get("frozen", ()))
+        return cls(**data)
+
 
 def make_model(seed: int) -> nn.Sequential:
     """The float64 MLP of every check (float64 keeps rounding far below the tolerances)."""
@@ -43,21 +62,6 @@ def make_model(seed: int) -> nn.Sequential:
             if i < len(MODEL_SIZES) - 2:
                 layers.append(nn.Tanh())
     return nn.Sequential(*layers)
-
-
-def make_batches(steps: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``steps`` mini-batches of real digits (float64), in a fixed order."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    X = torch.tensor(bunch.data, dtype=torch.float64) / 16.0
-    y = torch.tensor(bunch.target, dtype=torch.long)
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(steps):
-        idx = torch.randint(0, len(y), (BATCH_SIZE,), generator=g)
-        out.append((X[idx], y[idx]))
-    return out
 
 
 def optimizer_params(model: nn.Sequential, case: Case) -> list[Any]:
@@ -75,11 +79,7 @@ def optimizer_params(model: nn.Sequential, case: Case) -> list[Any]:
     return groups
 
 
-def run_case(
-    optimizer_cls: Callable[..., Any],
-    case: Case,
-    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-) -> Snapshots:
+def run_case(optimizer_cls: Callable[..., Any], case: Case, batches: Batches) -> Snapshots:
     """Train the case's model with ``optimizer_cls``; the parameters after every step.
 
     The returned list has ``case.steps + 1`` entries (the first is the initial state), each a
@@ -88,15 +88,16 @@ def run_case(
     model = make_model(case.seed)
     optimizer = optimizer_cls(optimizer_params(model, case), **case.kwargs)
     loss_fn = nn.CrossEntropyLoss()
-    snaps = [_snapshot(model)]
+    snaps = [snapshot(model)]
     for X, y in batches[: case.steps]:
         optimizer.zero_grad()
         loss = loss_fn(model(X), y)
         loss.backward()
         optimizer.step()
-        snaps.append(_snapshot(model))
+        snaps.append(snapshot(model))
     return snaps
 
 
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of every parameter, by name."""
     return {name: p.detach().clone() for name, p in model.named_parameters()}

@@ -1,4 +1,4 @@
-"""Typical wrong update rules, run like a submission so a failing check can name the mistake.
+"""Trusted side: typical wrong update rules, run so that a failing check can name the mistake.
 
 Each :class:`Mistake` builds an optimizer class that makes exactly one typical error. When a
 submission's run matches one of them step for step, the feedback names that mistake.
@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from course_grading.compare import first_difference
-from course_grading.runs import Case, Snapshots, run_case
+from course_grading.core.compare import first_difference
+from course_grading.core.runs import Case, Snapshots, run_case
 
 # rule(param, grad, state, group): update ``param`` in place from its gradient.
 Rule = Callable[[torch.Tensor, torch.Tensor, dict, dict], None]

@@ -1,4 +1,4 @@
-"""Compare two recorded runs and describe where they first part ways."""
+"""Trusted side: compare two recorded runs and describe where they first part ways."""
 
 from __future__ import annotations
 
@@ -6,21 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from course_grading.runs import Snapshots
+from course_grading.core.runs import Snapshots
 
 # Runs are in float64 and repeat the same arithmetic up to reordering, so honest
 # implementations agree to ~1e-13; every mistake in the catalogues differs by far more.
 RTOL = 1e-7
 ATOL = 1e-9
-
-
-class CheckFailed(AssertionError):
-    """A hidden check found a difference; the message is written for the student."""
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython shows this instead of a traceback, so neither the grading code's source
-        # nor its file names appear in the notebook or in feedback: only the message.
-        return [f"\x1b[0;31mCheckFailed\x1b[0m: {self}"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,98 @@
+"""A week's grading kit: all the sandbox gets of the grading code, built once per batch.
+
+The kit is a folder, mounted read-only in every sandbox of the batch:
+
+- ``requests/<grade_id>.pt``: the inputs of each test cell's hidden check (which producer,
+  on which inputs). No expected values, tolerances or mistake catalogues: those stay with
+  the grader;
+- ``grading/course_grading/``: a copy of the student side of the grading code (the producers
+  and the harness), made by the grader, so that nothing a submission does reaches the real one;
+- ``stubs/``: ``sitecustomize.py`` and the manifest that switch off the week's torch modules;
+- ``notebook_runner.py``: what runs the notebook inside the sandbox;
+- ``empty``: the empty file mounted over the switched-off modules' own files.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from course_grading.core.checks import hidden_torch, plan
+from course_grading.core.torch_hiding import hidden_files, manifest
+
+from course_admin import notebook_runner
+
+GRADING = Path(__import__("course_grading").__file__).resolve().parent
+# The modules that run with the student's code, relative to course_grading/. Everything else
+# there is the trusted side and never enters a sandbox.
+STUDENT_SIDE = (
+    "__init__.py",
+    "*/__init__.py",
+    "core/harness.py",
+    "core/produce.py",
+    "core/runs.py",
+    "core/torch_stubs.py",
+    "week*/produce*.py",
+)
+SITECUSTOMIZE = """\
+# Every Python process of the sandbox starts here: switch off this week's torch modules.
+from course_grading.core.torch_stubs import install
+
+install()
+"""
+
+
+@dataclass(frozen=True)
+class Kit:
+    """A built kit: its folder and the files the sandbox must cover with ``empty``."""
+
+    root: Path
+    assignment: str
+    covered: tuple[Path, ...]
+
+    @property
+    def empty(self) -> Path:
+        """An empty file, mounted over each covered file."""
+        return self.root / "empty"
+
+    @classmethod
+    def open(cls, root: Path) -> Kit:
+        """The kit built earlier in ``root``."""
+        about = json.loads((root / "kit.json").read_text())
+        return cls(root, about["assignment"], tuple(Path(p) for p in about["covered"]))
+
+
+def student_side_files(root: Path = GRADING) -> list[Path]:
+    """The student side of ``course_grading``: the files a sandbox gets a copy of."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        if any(fnmatch.fnmatchcase(relative, pattern) for pattern in STUDENT_SIDE):
+            found.append(path)
+    return found
+
+
+def build_kit(assignment: str, target: Path) -> Kit:
+    """Write ``assignment``'s kit into the new folder ``target``."""
+    requests = target / "requests"
+    requests.mkdir(parents=True)
+    for grade_id, parts in plan(assignment).items():
+        torch.save({"parts": [part.request() for part in parts]}, requests / f"{grade_id}.pt")
+    for path in student_side_files():
+        copy = target / "grading" / "course_grading" / path.relative_to(GRADING)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, copy)
+    stubs = target / "stubs"
+    stubs.mkdir()
+    (stubs / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    hidden = hidden_torch(assignment)
+    (stubs / "manifest.json").write_text(json.dumps(manifest(hidden)))
+    shutil.copy2(notebook_runner.__file__, target / "notebook_runner.py")
+    (target / "empty").write_bytes(b"")
+    covered = [str(p) for p in hidden_files(hidden)]
+    (target / "kit.json").write_text(json.dumps({"assignment": assignment, "covered": covered}))
+    return Kit.open(target)
