@@ -8,6 +8,8 @@
 - ``bandwidth``: timing and memory-bandwidth figures (Week 6);
 - ``launch``, ``collectives``, ``zero_memory``, ``zero_runs``, ``zero_bench``: multi-process
   runs, the ZeRO memory calculator and the memory/time comparison (Week 7).
+- ``orthogonal``, ``newton_schulz_widget``, ``training``: singular values of updates, the
+  Newton–Schulz polynomial and its widget, and the steps-and-seconds race of optimizers (Week 8).
 
 Import the module you need (``from optlab.landscapes import Quadratic``); importing the package
 itself loads nothing heavy.

@@ -23,16 +23,6 @@ class DataSplit:
     X_val: torch.Tensor
     y_val: torch.Tensor
 
-    @property
-    def n_features(self) -> int:
-        """Number of input features (64 for the digits)."""
-        return self.X_train.shape[1]
-
-    @property
-    def n_classes(self) -> int:
-        """Number of classes (10 for the digits)."""
-        return int(torch.cat([self.y_train, self.y_val]).max()) + 1
-
 
 def load_digits(
     val_fraction: float = 0.2, seed: int = 0, dtype: torch.dtype = torch.float32

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from course_admin.results import StudentResult  # noqa: E402
 from course_fixture import CourseCopy  # noqa: E402
+from postgres_server import PostgresServer  # noqa: E402
 
 _STARTED = time.time()
 
@@ -33,6 +35,28 @@ def released_course(tmp_path_factory: pytest.TempPathFactory) -> CourseCopy:
     """A copy of the course in a temporary folder, with every week released from source/."""
     course = CourseCopy.create(REPO, tmp_path_factory.mktemp("course"))
     course.release()
+    return course
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for this session (skips, saying why, where none starts)."""
+    server = PostgresServer()
+    why = server.start()
+    if why is not None:
+        server.stop()
+        pytest.skip(f"no PostgreSQL server for the gradebook tests: {why}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_course(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
+) -> CourseCopy:
+    """A copy of the course whose gradebook is a PostgreSQL database, Week 1 released."""
+    course = CourseCopy.create(REPO, tmp_path_factory.mktemp("pgcourse"), postgres.url())
+    course.release(["week01_sgd"])
     return course
 
 

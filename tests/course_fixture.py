@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from course_admin.batch import grade_class
-from course_admin.results import StudentResult
 from course_admin.cli import release
 from course_admin.gradebook import cell_scores
 from course_admin.paths import db_url, weeks
+from course_admin.results import StudentResult
 
 # What a copy needs: the sources and the grading code, none of a class's state.
 _IGNORE = shutil.ignore_patterns(
@@ -30,25 +33,47 @@ _IGNORE = shutil.ignore_patterns(
 
 @dataclass
 class CourseCopy:
-    """The course's source/ and autograder/ copied to ``root``, released there."""
+    """The course's source/ and autograder/ copied to ``root``, released there.
+
+    ``db_url``, when given, is the copy's gradebook (e.g. a PostgreSQL database); the copy's
+    commands use it as ``COURSE_DB_URL`` says for the real course.
+    """
 
     root: Path
+    db_url: str | None = None
 
     @property
     def autograder(self) -> Path:
         return self.root / "autograder"
 
     @classmethod
-    def create(cls, repo: Path, root: Path) -> CourseCopy:
+    def create(cls, repo: Path, root: Path, db_url: str | None = None) -> CourseCopy:
         for name in ("source", "autograder"):
             shutil.copytree(repo / name, root / name, ignore=_IGNORE)
-        return cls(root)
+        return cls(root, db_url)
+
+    @contextlib.contextmanager
+    def gradebook(self) -> Iterator[str]:
+        """Within the block, the course's commands use this copy's gradebook; its URL."""
+        saved = os.environ.get("COURSE_DB_URL")
+        if self.db_url:
+            os.environ["COURSE_DB_URL"] = self.db_url
+        else:
+            os.environ.pop("COURSE_DB_URL", None)
+        try:
+            yield db_url(self.autograder)
+        finally:
+            if saved is None:
+                os.environ.pop("COURSE_DB_URL", None)
+            else:
+                os.environ["COURSE_DB_URL"] = saved
 
     def weeks(self) -> list[str]:
         return weeks(self.root / "source")
 
-    def release(self) -> None:
-        release(self.weeks(), course_root=self.autograder)
+    def release(self, week_ids: list[str] | None = None) -> None:
+        with self.gradebook():
+            release(week_ids or self.weeks(), course_root=self.autograder)
 
     def notebook(self, folder: str, week: str) -> dict:
         """The (only) notebook of ``week`` in release/ or solutions/, as JSON."""
@@ -64,14 +89,13 @@ class CourseCopy:
         for student, nb in submissions.items():
             (folder / student).mkdir(parents=True)
             (folder / student / name).write_text(json.dumps(nb))
-        return {r.student: r for r in grade_class(week, folder, self.autograder)}
+        with self.gradebook():
+            return {r.student: r for r in grade_class(week, folder, self.autograder)}
 
     def scores(self, week: str, student: str) -> dict[str, tuple[float, float]]:
         """{grade_id: (score, max_score)} from the gradebook."""
-        return {
-            s.grade_id: (s.score, s.max_score)
-            for s in cell_scores(db_url(self.autograder), week, student)
-        }
+        with self.gradebook() as url:
+            return {s.grade_id: (s.score, s.max_score) for s in cell_scores(url, week, student)}
 
     def graded_outputs(self, week: str, student: str) -> str:
         """All text output of the student's autograded notebook."""

@@ -1,21 +1,28 @@
 """Every solution notebook runs within Binder's memory, with one thread.
 
-The pipeline tests autograde each week's solution with OMP_NUM_THREADS=1 and record the peak
-resident memory of the notebook's kernel; this checks it against Binder's limit. For wall time
-on one pinned core as well, run ``python benchmarks/notebook_limits.py``.
+Each week's solution notebook runs top to bottom in a fresh kernel pinned to one core with
+OMP_NUM_THREADS=1, as on Binder (``benchmarks/notebook_limits.py``, which also reports the
+wall time), and the kernel's peak resident memory must stay under Binder's limit. (Grading
+runs the notebook with parts of torch switched off, so its figures are not the student's.)
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from course_admin.paths import weeks
 
-BINDER_MEMORY_MB = 1536
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from notebook_limits import BINDER_MEMORY_MB, measure  # noqa: E402
 
 
 @pytest.mark.parametrize("week", weeks())
-def test_solution_notebook_fits_binder_memory(reference_grades: dict, week: str) -> None:
-    result = reference_grades[week]["solution"]
-    assert result.peak_mb is not None, f"no memory figure for {week}: {result}"
-    print(f"{week}: {result.wall_s} s, {result.peak_mb} MB")
-    assert result.peak_mb < BINDER_MEMORY_MB, f"{week} needs {result.peak_mb} MB on Binder"
+def test_solution_notebook_fits_binder_memory(week: str) -> None:
+    (path,) = (REPO / "solutions" / week).glob("*.ipynb")
+    result = measure(path)
+    print(f"{week}: {result['wall_s']} s, {result['peak_mb']} MB")
+    assert result["peak_mb"] < BINDER_MEMORY_MB, f"{week} needs {result['peak_mb']} MB on Binder"

@@ -2,8 +2,9 @@
 
 Starts JupyterLab from the course environment on localhost, opens each solution notebook that
 has a trajectory explorer, runs all cells, moves the first learning-rate slider and presses
-Play, and checks that the plot changes and no widget fails to render. Screenshots go to
-build/screenshots/. Skips, saying why, where Chromium or Playwright is not installed.
+Play, and checks that the plot changes and no widget fails to render. Notebooks with a
+Newton–Schulz widget (Week 8) get their steps slider and preset moved the same way. Screenshots
+go to build/screenshots/. Skips, saying why, where Chromium or Playwright is not installed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ WEEKS = [
     for p in sorted(REPO.glob("solutions/*/*.ipynb"))
     if "TrajectoryExplorer(" in p.read_text()
 ]
+NS_WEEKS = [
+    p.parent.name
+    for p in sorted(REPO.glob("solutions/*/*.ipynb"))
+    if "NewtonSchulzExplorer(" in p.read_text()
+]
 TOKEN = "course-browser-test"
 
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
@@ -45,7 +51,7 @@ def _free_port() -> int:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """JupyterLab serving copies of the solution notebooks; yields its base URL."""
     root = tmp_path_factory.mktemp("lab")
-    for week in WEEKS:
+    for week in sorted(set(WEEKS) | set(NS_WEEKS)):
         shutil.copytree(REPO / "solutions" / week, root / week)
     port = _free_port()
     log = (root / "lab.log").open("w")
@@ -108,8 +114,8 @@ def _wait_until_all_cells_ran(page, timeout_s: float = 240) -> None:
     pytest.fail("the notebook did not finish running in time")
 
 
-@pytest.mark.parametrize("week", WEEKS)
-def test_explorer_moves_in_the_browser(lab: str, browser, week: str) -> None:
+def _run_all(lab: str, browser, week: str):
+    """A page with the week's solution notebook open, every cell run, and no widget error."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     # A workspace of its own, reset: otherwise JupyterLab reopens the notebooks of the weeks
@@ -129,7 +135,12 @@ def test_explorer_moves_in_the_browser(lab: str, browser, week: str) -> None:
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
     assert not tracebacks, tracebacks[:2]
+    return page
 
+
+@pytest.mark.parametrize("week", WEEKS)
+def test_explorer_moves_in_the_browser(lab: str, browser, week: str) -> None:
+    page = _run_all(lab, browser, week)
     explorer = page.locator(".widget-vbox:has(.widget-play)").first
     explorer.scroll_into_view_if_needed()
     canvas = explorer.locator(".jupyter-matplotlib-canvas-div").first
@@ -154,5 +165,36 @@ def test_explorer_moves_in_the_browser(lab: str, browser, week: str) -> None:
         frames.append(canvas.screenshot(path=str(SCREENSHOTS / f"{week}-3-playing-{i}.png")))
     assert any(frame != moved for frame in frames), "pressing Play did not animate the plot"
     page.screenshot(path=str(SCREENSHOTS / f"{week}-page.png"))
+    assert "Error displaying widget" not in page.inner_text("body")
+    page.close()
+
+
+@pytest.mark.parametrize("week", NS_WEEKS)
+def test_newton_schulz_widget_moves_in_the_browser(lab: str, browser, week: str) -> None:
+    page = _run_all(lab, browser, week)
+    widget = page.locator(".widget-vbox:has(.widget-dropdown):has(.widget-slider)").first
+    widget.scroll_into_view_if_needed()
+    canvas = widget.locator(".jupyter-matplotlib-canvas-div").first
+    canvas.wait_for(timeout=30_000)
+    time.sleep(1)
+    before = canvas.screenshot(path=str(SCREENSHOTS / f"{week}-ns-1-initial.png"))
+
+    # The first slider is the number of steps: from 5 down to 2.
+    handle = widget.locator(".widget-slider .noUi-handle").first
+    handle.focus()
+    for _ in range(3):
+        handle.press("ArrowLeft")
+    time.sleep(3)
+    fewer = canvas.screenshot(path=str(SCREENSHOTS / f"{week}-ns-2-two-steps.png"))
+    assert fewer != before, "moving the steps slider did not change the plot"
+
+    # The classic preset sets the three coefficient sliders and redraws.
+    widget.locator(".widget-dropdown select").first.select_option(index=1)
+    time.sleep(3)
+    classic = canvas.screenshot(path=str(SCREENSHOTS / f"{week}-ns-3-classic.png"))
+    assert classic != fewer, "choosing the classic preset did not change the plot"
+    readouts = widget.locator(".widget-readout").all_inner_texts()
+    assert any(r.strip().startswith("1.5") for r in readouts), readouts
+    page.screenshot(path=str(SCREENSHOTS / f"{week}-ns-page.png"))
     assert "Error displaying widget" not in page.inner_text("body")
     page.close()

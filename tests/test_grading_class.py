@@ -1,10 +1,15 @@
-"""Grading a class: broken and hostile submissions, the gradebook, the CSV, the student edition."""
+"""Grading a class: broken and hostile submissions, the gradebook, the CSV, the student edition.
+
+The hostile batch, re-grading, the CSV and the feedback run twice: with the default SQLite
+gradebook and with a PostgreSQL one (a throwaway server), and must come out the same.
+"""
 
 from __future__ import annotations
 
 import copy
 import csv
 import json
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -49,14 +54,21 @@ def _duplicated(nb: dict, grade_id: str) -> dict:
     return nb
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def course(request: pytest.FixtureRequest) -> CourseCopy:
+    """The released course, with its gradebook in SQLite or in PostgreSQL."""
+    fixture = "released_course" if request.param == "sqlite" else "postgres_course"
+    return request.getfixturevalue(fixture)
+
+
 @pytest.fixture(scope="module")
-def hostile_class(released_course: CourseCopy, tmp_path_factory, monkeypatch_module) -> dict:
+def hostile_class(course: CourseCopy, tmp_path_factory, monkeypatch_module) -> dict:
     """An honest student graded first, then a batch of broken and hostile submissions."""
     monkeypatch_module.setenv("COURSE_CELL_TIMEOUT_S", "25")
-    course = released_course
     solution = course.notebook("solutions", WEEK)
     course.grade(WEEK, {"honest": solution})
-    before = snapshot(db_url(course.autograder))
+    with course.gradebook() as url:
+        before = snapshot(url)
 
     folder = tmp_path_factory.mktemp("incoming")
     notebooks = {
@@ -112,7 +124,8 @@ def hostile_class(released_course: CourseCopy, tmp_path_factory, monkeypatch_mod
 
     from course_admin.batch import grade_class
 
-    results = {r.student: r for r in grade_class(WEEK, folder, course.autograder, workers=2)}
+    with course.gradebook():
+        results = {r.student: r for r in grade_class(WEEK, folder, course.autograder, workers=2)}
     return {"course": course, "results": results, "before": before}
 
 
@@ -135,7 +148,7 @@ EXPECTED = {
     "hides_errors": ("flagged", False, "changes error reporting"),
     "patches_torch": ("flagged", False, "replaces parts of torch.optim"),
     "reads_checks": ("flagged", False, "names the grading code"),
-    "writes_gradebook": ("not graded", False, "grading folder was damaged"),
+    "writes_gradebook": ("flagged", False, "refers to the gradebook"),
     "writes_other_students": ("flagged", False, "reaches into other folders"),
     "renamed": ("graded", True, "graded as week01_sgd.ipynb"),
     "invalid_json": ("not graded", False, "not a valid notebook"),
@@ -147,7 +160,7 @@ EXPECTED = {
 def test_every_submission_gets_a_score_and_a_reason(hostile_class: dict, student: str) -> None:
     status, full, phrase = EXPECTED[student]
     result = hostile_class["results"][student]
-    assert result.status == status, result
+    assert result.status.value == status, result
     assert phrase in result.reason, result.reason
     scores = hostile_class["course"].scores(WEEK, student)
     total = sum(s for s, _ in scores.values())
@@ -157,18 +170,16 @@ def test_every_submission_gets_a_score_and_a_reason(hostile_class: dict, student
 
 
 def test_the_batch_leaves_other_grades_alone(hostile_class: dict) -> None:
-    after = snapshot(db_url(hostile_class["course"].autograder))
-    honest = {k: v for k, v in hostile_class["before"].items() if k[0] == "honest"}
-    assert honest and all(after[k] == v for k, v in honest.items())
+    with hostile_class["course"].gradebook() as url:
+        after = snapshot(url)
+    honest = hostile_class["before"][("honest", WEEK)]
+    assert honest["grades"] and after[("honest", WEEK)] == honest
 
 
-def test_regrading_gives_the_same_grades(released_course: CourseCopy) -> None:
-    solution = released_course.notebook("solutions", WEEK)
+def test_regrading_gives_the_same_grades(course: CourseCopy) -> None:
+    solution = course.notebook("solutions", WEEK)
     wrong = _with(solution, "sgd_step", "SGD.step = lambda self, closure=None: None")
-    runs = [
-        released_course.grade(WEEK, {"again_right": solution, "again_wrong": wrong})
-        for _ in range(2)
-    ]
+    runs = [course.grade(WEEK, {"again_right": solution, "again_wrong": wrong}) for _ in range(2)]
     first, second = ({k: r.scores for k, r in run.items()} for run in runs)
     assert first == second
     assert runs[0]["again_right"].total == FULL
@@ -178,7 +189,8 @@ def test_regrading_gives_the_same_grades(released_course: CourseCopy) -> None:
 def test_csv_has_per_exercise_points_and_reasons(hostile_class: dict, tmp_path: Path) -> None:
     course = hostile_class["course"]
     target = tmp_path / "grades.csv"
-    export_csv(db_url(course.autograder), course.autograder / "reports", target)
+    with course.gradebook() as url:
+        export_csv(url, course.autograder / "reports", target)
     rows = {r["student"]: r for r in csv.DictReader(target.open())}
     assert rows["honest"][f"{WEEK}:sgd_step"] == "5.0"
     assert float(rows["honest"]["total"]) == FULL
@@ -274,3 +286,100 @@ def test_lms_downloads_are_collected_and_graded(
     assert rows["doejane"]["submitted"] == rows["doejane"]["hours_late"] == ""
     assert rows["doejane"]["reason"] == "Canvas marked it late"
     assert rows["jdoe"]["reason"] == ""
+
+
+def test_feedback_shows_the_hidden_checks_verdicts(hostile_class: dict) -> None:
+    from course_admin.nbgrader_cli import nbgrader
+
+    course = hostile_class["course"]
+    with course.gradebook():
+        nbgrader("generate_feedback", WEEK, "--force", course_root=course.autograder)
+    feedback = course.autograder / "feedback"
+    html = (feedback / "patches_checks" / WEEK / f"{WEEK}.html").read_text()
+    assert "CheckFailed" in html and "your SGD raised NotImplementedError" in html
+    assert "course_grading" not in html
+    assert (feedback / "honest" / WEEK / f"{WEEK}.html").exists()
+
+
+# Finds the gradebook's URL in the environment of the processes that run it, and gives every
+# grade in it 99 points: what a notebook graded without a sandbox can do.
+_CHANGE_EVERY_GRADE = """
+import os
+from sqlalchemy import create_engine, text
+_pid, _url = os.getpid(), None
+while _pid > 1 and _url is None:
+    try:
+        for _item in open(f"/proc/{_pid}/environ", "rb").read().split(b"\\0"):
+            if _item.startswith(b"COURSE_DB_URL="):
+                _url = _item.split(b"=", 1)[1].decode()
+        _pid = int(open(f"/proc/{_pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        break
+with create_engine(_url).begin() as _db:
+    _db.execute(text("UPDATE grade SET manual_score = 99"))
+print("changed every grade")
+"""
+
+
+def test_the_gradebook_outside_the_batch_is_restored(course: CourseCopy, capsys) -> None:
+    """Graded without a sandbox, a notebook changes everyone's grades; the batch puts them back."""
+    from course_admin.batch import grade_class
+
+    solution = course.notebook("solutions", WEEK)
+    course.grade(WEEK, {"bystander": solution})
+    with course.gradebook() as url:
+        before = snapshot(url)
+        os.environ["COURSE_DB_URL"] = url  # the attacker reads it from the grader's environment
+        folder = course.root / "incoming" / "restore"
+        (folder / "changer").mkdir(parents=True, exist_ok=True)
+        attack = _with(solution, "max_stable_lr", _CHANGE_EVERY_GRADE)
+        (folder / "changer" / f"{WEEK}.ipynb").write_text(json.dumps(attack))
+        results = grade_class(WEEK, folder, course.autograder, sandboxed=False)
+        after = snapshot(url)
+    assert results[0].status.value == "flagged" and not results[0].sandboxed
+    assert "changed every grade" in course.graded_outputs(WEEK, "changer")
+    assert "the gradebook changed outside this batch" in capsys.readouterr().out
+    untouched = {k: v for k, v in before.items() if k[0] != "changer"}
+    assert untouched and all(after[k] == v for k, v in untouched.items())
+
+
+def test_a_flagged_submission_is_reviewed(course: CourseCopy) -> None:
+    from course_admin import review
+
+    solution = course.notebook("solutions", WEEK)
+    flagged = _with(solution, "sgd_step", "torch.optim.SGD.step = lambda self, closure=None: None")
+    result = course.grade(WEEK, {"under_review": flagged})["under_review"]
+    assert result.status.value == "flagged" and result.total == FULL
+    assert sum(s for s, _ in course.scores(WEEK, "under_review").values()) == 0
+    with course.gradebook():
+        shown = review.show(course.autograder, WEEK, "under_review")
+        assert "replaces parts of torch.optim" in shown and "torch.optim.SGD.step =" in shown
+        review.decide(course.autograder, WEEK, "under_review", give=True)
+        assert sum(s for s, _ in course.scores(WEEK, "under_review").values()) == FULL
+        review.decide(course.autograder, WEEK, "under_review", give=False)
+        assert sum(s for s, _ in course.scores(WEEK, "under_review").values()) == 0
+        assert "withheld after review" in review.show(course.autograder, WEEK, "under_review")
+
+
+def test_grading_refuses_without_bubblewrap(
+    released_course: CourseCopy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from course_admin.batch import grade_class
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on the PATH
+    with pytest.raises(SystemExit, match=r"bubblewrap \(bwrap\) is not installed.*--no-sandbox"):
+        grade_class(WEEK, tmp_path, released_course.autograder)
+
+
+def test_no_sandbox_grades_and_says_so(released_course: CourseCopy, capsys) -> None:
+    from course_admin.batch import grade_class
+    from course_admin.results import read_report
+
+    folder = released_course.root / "incoming" / "unsandboxed"
+    (folder / "free").mkdir(parents=True, exist_ok=True)
+    solution = released_course.notebook("solutions", WEEK)
+    (folder / "free" / f"{WEEK}.ipynb").write_text(json.dumps(solution))
+    (result,) = grade_class(WEEK, folder, released_course.autograder, sandboxed=False)
+    assert result.total == FULL and not result.sandboxed
+    assert "graded WITHOUT a sandbox" in capsys.readouterr().out
+    assert read_report(released_course.autograder / "reports", WEEK)["free"]["sandboxed"] is False

@@ -114,3 +114,33 @@ def test_typical_wrong_implementations_lose_points_and_are_named(
         outputs = released_course.graded_outputs(week, name)
         assert expect in outputs, f"{name}: the feedback should say {expect!r}:\n{outputs}"
         assert "course_grading/" not in outputs, f"{name}: the grading code shows in feedback"
+
+
+CORRECT_ANSWERS = Path(__file__).resolve().parent / "correct_answers"
+
+
+@pytest.mark.parametrize("week", [w for w in WEEKS if (CORRECT_ANSWERS / w).is_dir()])
+def test_correct_alternatives_get_full_marks(
+    released_course: CourseCopy, reference_grades: dict, week: str
+) -> None:
+    """Correct answers written otherwise than the solution (e.g. rounded differently) keep
+    every point: tests/correct_answers/WEEK holds them, each with ``# expect: full marks``."""
+    solution = released_course.notebook("solutions", week)
+    correct = {
+        path.stem: wrong_answer(path, solution)
+        for path in wrong_answer_files(CORRECT_ANSWERS / week)
+    }
+    assert correct
+    assert all(expect == "full marks" for _, expect, _ in correct.values())
+    released_course.grade(
+        week,
+        {name: replace_answer(solution, gid, src) for name, (gid, _, src) in correct.items()},
+    )
+    full = released_course.scores(week, "solution")
+    for name in correct:
+        scores = released_course.scores(week, name)
+        assert scores.keys() == full.keys(), f"{name} was not graded"
+        lost = {gid: s for gid, s in scores.items() if s[0] != s[1]}
+        assert not lost, f"{name} loses points: {lost}\n" + released_course.graded_outputs(
+            week, name
+        )

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from course_grading import week03
-from course_grading.compare import CheckFailed, first_difference
-from course_grading.mistakes import identify, rule_optimizer
-from course_grading.optimizer_checks import batches
-from course_grading.runs import Case, run_case
+from course_grading.core.compare import first_difference
+from course_grading.core.local import run_check
+from course_grading.core.mistakes import identify, rule_optimizer
+from course_grading.core.references import TORCH_DEFAULTS, digit_batches
+from course_grading.core.runs import Case, run_case
+from course_grading.week03 import mistakes
+from course_grading.week03.mistakes import RMSPROP_STEP_MISTAKES, square_averages
+
+RMSPROP_DEFAULTS = TORCH_DEFAULTS["RMSprop"]
 
 CASES = [
     Case("defaults"),
@@ -29,33 +33,36 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_week03_rmsprop_rule_matches_torch(case: Case) -> None:
-    rule = rule_optimizer(week03._rmsprop_rule(), week03.RMSPROP_DEFAULTS)
-    expected = run_case(torch.optim.RMSprop, case, batches())
-    assert first_difference(run_case(rule, case, batches()), expected) is None
+    rule = rule_optimizer(mistakes._rmsprop_rule(), RMSPROP_DEFAULTS)
+    expected = run_case(torch.optim.RMSprop, case, digit_batches())
+    assert first_difference(run_case(rule, case, digit_batches()), expected) is None
 
 
-@pytest.mark.parametrize("mistake", week03.RMSPROP_STEP_MISTAKES, ids=lambda m: m.id)
+@pytest.mark.parametrize("mistake", RMSPROP_STEP_MISTAKES, ids=lambda m: m.id)
 def test_week03_rmsprop_each_mistake_is_caught_and_named(mistake) -> None:
-    wrong = rule_optimizer(mistake.rule, week03.RMSPROP_DEFAULTS)
+    wrong = rule_optimizer(mistake.rule, RMSPROP_DEFAULTS)
     named = []
     for case in CASES:
-        expected = run_case(torch.optim.RMSprop, case, batches())
-        actual = run_case(wrong, case, batches())
+        expected = run_case(torch.optim.RMSprop, case, digit_batches())
+        actual = run_case(wrong, case, digit_batches())
         if first_difference(actual, expected) is not None:
             named.append(
-                identify(
-                    actual, case, batches(), week03.RMSPROP_STEP_MISTAKES, week03.RMSPROP_DEFAULTS
-                )
+                identify(actual, case, digit_batches(), RMSPROP_STEP_MISTAKES, RMSPROP_DEFAULTS)
             )
     assert named, f"{mistake.id} is never caught"
     assert mistake in named, f"{mistake.id} is caught but named as {[m and m.id for m in named]}"
 
 
+def _square_average_check(square_average) -> str | None:
+    return run_check("week03_rmsprop", "square_average_test", square_average)
+
+
 def test_week03_rmsprop_square_average_check_passes_and_names_mistakes() -> None:
-    week03.check_square_average(week03._square_averages)
-    with pytest.raises(CheckFailed, match="swapped"):
-        week03.check_square_average(lambda grads, alpha: week03._square_averages(grads, 1 - alpha))
-    with pytest.raises(CheckFailed, match="starts at the first g²"):
-        week03.check_square_average(week03._square_averages_from_first)
-    with pytest.raises(CheckFailed, match="should return 6 averages"):
-        week03.check_square_average(lambda grads, alpha: week03._square_averages(grads, alpha)[:1])
+    assert _square_average_check(square_averages) is None
+    assert "swapped" in _square_average_check(
+        lambda grads, alpha: square_averages(grads, 1 - alpha)
+    )
+    assert "starts at the first g²" in _square_average_check(mistakes._square_averages_from_first)
+    assert "should return 6 averages" in _square_average_check(
+        lambda grads, alpha: square_averages(grads, alpha)[:1]
+    )

@@ -1,22 +1,23 @@
-"""Week 4's helpers and grading code: the memory tool, the mistake catalogues, the guards."""
+"""Week 4's helpers and grading code: the memory tool, the mistake catalogues, the hints."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from course_grading import week04
-from course_grading import week04_torch as ref
-from course_grading.compare import first_difference
-from course_grading.mistakes import identify, rule_optimizer
-from course_grading.runs import run_case
-from course_grading.week04_mistakes import ADAM_MISTAKES, ADAMW_MISTAKES
+from course_grading.core.compare import first_difference
+from course_grading.core.mistakes import identify, rule_optimizer
+from course_grading.core.references import TORCH_DEFAULTS, digit_batches
+from course_grading.core.runs import run_case
+from course_grading.week04 import cases as week04_cases
+from course_grading.week04 import checks
+from course_grading.week04.mistakes import ADAM_MISTAKES, ADAMW_MISTAKES
 from torch import nn
 
 from optlab.memory import format_bytes, measure_state, tensor_bytes
 
 CATALOGUES = [
-    ("Adam", ref.ADAM_CASES, ADAM_MISTAKES, week04.ADAM_DEFAULTS),
-    ("AdamW", ref.ADAMW_CASES, ADAMW_MISTAKES, week04.ADAMW_DEFAULTS),
+    ("Adam", week04_cases.ADAM_CASES, ADAM_MISTAKES, TORCH_DEFAULTS["Adam"]),
+    ("AdamW", week04_cases.ADAMW_CASES, ADAMW_MISTAKES, TORCH_DEFAULTS["AdamW"]),
 ]
 
 
@@ -59,7 +60,7 @@ def test_format_bytes() -> None:
 def test_every_mistake_is_caught_and_named(name, cases, mistakes, defaults) -> None:
     """Each catalogued mistake differs from torch on some checked case, and is named as itself."""
     assert len(mistakes) >= 6
-    batches = ref.check_batches(ref.BATCHES)
+    batches = digit_batches()
     all_cases = [case for table in cases.values() for case in table]
     torch_runs = [run_case(getattr(torch.optim, name), case, batches) for case in all_cases]
     for mistake in mistakes:
@@ -74,20 +75,9 @@ def test_every_mistake_is_caught_and_named(name, cases, mistakes, defaults) -> N
             pytest.fail(f"{mistake.id} passes every case of the {name} checks")
 
 
-def test_the_guard_leaves_torch_adamw_working() -> None:
-    with week04._own_code("AdamW"):
-        pass
-    assert "step" not in torch.optim.AdamW.__dict__
-    p = torch.ones(2, requires_grad=True)
-    opt = torch.optim.AdamW([p], lr=0.1)
-    p.grad = torch.ones(2)
-    opt.step()
-    assert p.detach().lt(1).all()
-
-
 def test_state_bytes_hints_name_the_missing_step() -> None:
-    assert "step counter is missing" in week04._bytes_hint(8000, 8004, 1000, "float32", "Adam", {})
-    assert "keeps no state" in week04._bytes_hint(4000, 0, 1000, "float32", "SGD", {})
+    assert "step counter is missing" in checks._bytes_hint(8000, 8004, 1000, "float32", "Adam", {})
+    assert "keeps no state" in checks._bytes_hint(4000, 0, 1000, "float32", "SGD", {})
 
 
 def test_the_dip_preset_fits_the_sliders_and_decay_moves_adamw() -> None:
@@ -107,3 +97,29 @@ def test_the_dip_preset_fits_the_sliders_and_decay_moves_adamw() -> None:
     explorer.sliders["weight_decay"].value = 0.5
     after = [t.path for t in explorer.trajectories]
     assert all(not (a == b).all() for a, b in zip(before, after, strict=True))
+
+
+def test_a_nan_difference_gets_the_step_counter_hint() -> None:
+    message = "[default arguments] after step 1, parameter '0.weight'[0, 0] is nan with your"
+    assert "increase the step counter" in checks.explain_nan(message)
+    assert checks.explain_nan("is 0.5 with your optimizer") == "is 0.5 with your optimizer"
+
+
+def test_state_bytes_that_measures_with_torch_optim_is_told_to_count() -> None:
+    """In the sandbox, torch.optim's optimizers are switched off: measuring one fails clearly."""
+    part = checks.state_bytes_torch()
+    refused = {
+        "type": "SwitchedOff",
+        "message": "torch.optim.SGD is switched off while the course grades your notebook: ...",
+        "value_error": False,
+        "forbidden": None,
+    }
+    with pytest.raises(checks.CheckFailed, match="stepped a torch.optim optimizer to measure it"):
+        part.judge(part, [{"error": refused}])
+
+
+def test_state_bytes_must_return_a_plain_number() -> None:
+    part = checks.state_bytes_torch()
+    numpy_like = {"value": 0, "number": False, "text": "0", "repr": "np.int64(0)"}
+    with pytest.raises(checks.CheckFailed, match=r"returned np.int64\(0\).*Return a number"):
+        part.judge(part, [numpy_like])

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from course_grading import week06_runs as runs
-from course_grading.compare import first_difference
-from course_grading.mistakes import rule_optimizer
-from course_grading.optimizer_checks import batches
-from course_grading.runs import run_case
-from course_grading.week06_flat import ADAMW_DEFAULTS, FLAT_ADAMW_MISTAKES
-from course_grading.week06_mistakes import (
+from course_grading.core.compare import first_difference
+from course_grading.core.mistakes import rule_optimizer
+from course_grading.core.references import digit_batches as batches
+from course_grading.core.runs import run_case
+from course_grading.week06 import cases
+from course_grading.week06 import produce as runs
+from course_grading.week06.checks import ADAMW_DEFAULTS
+from course_grading.week06.mistakes import (
+    FLAT_ADAMW_MISTAKES,
     LOSS_SCALER_MISTAKES,
     MASTER_WEIGHTS_MISTAKES,
     _Master,
@@ -25,9 +27,9 @@ from course_grading.week06_mistakes import (
 from optlab import bandwidth
 
 REPO = Path(__file__).resolve().parent.parent
-SCALER_CASES = [c for cases in runs.SCALER_CASES.values() for c in cases]
-MASTER_CASES = [c for cases in runs.MASTER_CASES.values() for c in cases]
-FLAT_CASES = [c for cases in runs.FLAT_CASES.values() for c in cases]
+SCALER_CASES = [c for group in cases.SCALER_CASES.values() for c in group]
+MASTER_CASES = [c for group in cases.MASTER_CASES.values() for c in group]
+FLAT_CASES = [c for group in cases.FLAT_CASES.values() for c in group]
 
 
 def _benchmark():
@@ -113,7 +115,7 @@ def _scaler_differs(factory: type, case: runs.ScalerCase, reference: runs.Scaler
 @pytest.fixture(scope="module")
 def scaler_references() -> dict[str, runs.ScalerRun]:
     with runs.one_thread():
-        return {c.name: runs.run_scaler(runs._grad_scaler, c) for c in SCALER_CASES}
+        return {c.name: runs.run_scaler(cases.grad_scaler, c) for c in SCALER_CASES}
 
 
 def test_the_scaler_cases_overflow_skip_and_grow(scaler_references: dict) -> None:
@@ -150,7 +152,7 @@ def _master_same(a: runs.MasterRun, b: runs.MasterRun) -> bool:
 
 def test_master_mistakes_are_caught_and_the_correct_wrapper_is_not() -> None:
     with runs.one_thread():
-        refs = {c.name: runs.run_master(runs.ReferenceMaster, c) for c in MASTER_CASES}
+        refs = {c.name: runs.run_master(cases.ReferenceMaster, c) for c in MASTER_CASES}
         for case in MASTER_CASES:
             assert _master_same(runs.run_master(_Master, case), refs[case.name]), case.name
         for mistake in MASTER_WEIGHTS_MISTAKES:
@@ -164,7 +166,7 @@ def test_pure_bf16_stalls_where_master_weights_move() -> None:
     case = runs.MasterCase("stall", "SGD", {"lr": 0.002}, steps=40)
     wrong = next(m for m in MASTER_WEIGHTS_MISTAKES if m.id.endswith("steps_low_precision"))
     with runs.one_thread():
-        master = runs.run_master(runs.ReferenceMaster, case)
+        master = runs.run_master(cases.ReferenceMaster, case)
         pure = runs.run_master(wrong.factory, case)
     start = runs.master_model(case)
     moved = {
@@ -195,3 +197,67 @@ def test_the_flat_cases_cover_every_adamw_option() -> None:
     assert {"lr", "weight_decay", "betas", "eps", "maximize", "amsgrad"} <= options
     assert any(c.frozen for c in FLAT_CASES) and any(c.groups for c in FLAT_CASES)
     assert math.isclose(ADAMW_DEFAULTS["weight_decay"], 1e-2)
+
+
+# --- what the student's code may not call while it is checked --------------------------------
+
+
+def test_a_flat_adamw_that_steps_torch_optim_is_refused() -> None:
+    from course_grading.core.local import run_check
+
+    class FlatAdamW(torch.optim.Optimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                     amsgrad=False, *, maximize=False):  # fmt: skip
+            params = list(params)
+            super().__init__(params, {"lr": lr})
+            self.inner = torch.optim.AdamW(params, lr, betas, eps, weight_decay, amsgrad)
+
+        def step(self, closure=None):
+            return self.inner.step(closure)
+
+    message = run_check("week06_mixed_precision", "flat_adamw_test_basic", FlatAdamW)
+    assert message == (
+        "`FlatAdamW` called torch.optim.AdamW.step: the update must be your own code, "
+        "not torch.optim's."
+    )
+    # torch.optim works again once the check is over.
+    w = torch.ones(2, requires_grad=True)
+    w.grad = torch.ones(2)
+    torch.optim.AdamW([w], lr=0.1).step()
+    assert torch.all(w < 1)
+
+
+def test_a_loss_scaler_that_calls_grad_scaler_kernels_is_refused() -> None:
+    from course_grading.core.local import run_check
+
+    class LossScaler(_Scaler):
+        def update(self) -> None:
+            torch._amp_update_scale_(
+                torch.tensor(1.0),
+                torch.tensor(0, dtype=torch.int32),
+                torch.tensor(0.0),
+                2.0,
+                0.5,
+                9,
+            )
+
+    message = run_check("week06_mixed_precision", "loss_scaler_test_skip", LossScaler)
+    assert message == (
+        "LossScaler called torch._amp_update_scale_: the scaler must be your own code."
+    )
+    # The kernel is back once the check is over.
+    assert torch._amp_update_scale_.__name__ == "_amp_update_scale_"
+
+
+def test_a_class_that_extends_torch_adamw_keeps_its_step_after_the_check() -> None:
+    from course_grading.core.local import run_check
+
+    class FlatAdamW(torch.optim.AdamW):
+        pass
+
+    message = run_check("week06_mixed_precision", "flat_adamw_test_basic", FlatAdamW)
+    assert message is not None and "is, or extends, torch.optim.AdamW" in message
+    w = torch.ones(2, requires_grad=True)
+    w.grad = torch.ones(2)
+    FlatAdamW([w], lr=0.1).step()  # the step switched off during the check is back
+    assert torch.all(w < 1)

@@ -7,6 +7,7 @@ versions in tests/submissions/week07_zero on several processes, on free ports, w
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 from course_fixture import wrong_answer, wrong_answer_files
+from course_grading.core.checks import CheckFailed
+from course_grading.core.harness import produce
+from course_grading.core.local import check_here, run_check
+from course_grading.core.torch_hiding import manifest
+from course_grading.week07 import checks as week07_checks
+from course_grading.week07 import produce as week07_produce
+from course_grading.week07.cases import FIGURE_1, STEP_CASES, zero_bytes
+from course_grading.week07.mistakes import MODEL_STATE_MEMORY_MISTAKES
 
 from optlab import launch as launch_module
 from optlab.collectives import holdings
@@ -157,8 +166,6 @@ def test_device_plans(monkeypatch: pytest.MonkeyPatch, workers: Path) -> None:
 
 
 def reference_bytes(n_params: float, n_devices: int, stage: int, k: float = 12) -> float:
-    from course_grading.week07 import zero_bytes
-
     return zero_bytes(n_params, n_devices, stage, k)
 
 
@@ -196,34 +203,35 @@ def test_holdings_places_pieces_in_their_columns() -> None:
 
 # --- the hidden checks ---------------------------------------------------------------------
 
+WEEK = "week07_zero"
+
 
 def test_memory_check_accepts_the_formula_and_names_each_mistake() -> None:
-    from course_grading import week07
-    from course_grading.compare import CheckFailed
-
-    week07.check_model_state_memory(week07.zero_bytes)
-    for mistake in week07.MODEL_STATE_MEMORY_MISTAKES:
+    assert run_check(WEEK, "model_state_memory_test_figure", zero_bytes) is None
+    for mistake in MODEL_STATE_MEMORY_MISTAKES:
         with pytest.raises(CheckFailed, match=re.escape(mistake.sentence)):
-            week07.check_model_state_memory(mistake.rule)
+            check_here("model_state_memory_test_figure", mistake.rule)
+
+
+def test_the_formula_gives_the_papers_figure_1() -> None:
+    assert {stage: zero_bytes(7.5e9, 64, stage) for stage in range(4)} == FIGURE_1
 
 
 def test_memory_validation_check() -> None:
-    from course_grading import week07
-    from course_grading.compare import CheckFailed
-
     with pytest.raises(CheckFailed, match="should raise ValueError"):
-        week07.check_model_state_memory_validation(week07.zero_bytes)
+        check_here("model_state_memory_test_validation", zero_bytes)
 
 
 def test_the_notebook_solution_passes_every_zero1_check(solution: Path) -> None:
-    from course_grading import week07
-
-    week07.check_partition(solution)
-    week07.check_zero1_step(solution)
-    week07.check_zero1_models(solution)
-    week07.check_zero1_world_sizes(solution)
-    week07.check_zero1_memory(solution)
-    week07.check_zero1_state_dict(solution)
+    for grade_id in (
+        "zero1_test_partition",
+        "zero1_test_step",
+        "zero1_test_models",
+        "zero1_test_world_sizes",
+        "zero1_test_memory",
+        "zero1_test_state_dict",
+    ):
+        assert run_check(WEEK, grade_id, solution) is None, grade_id
 
 
 @pytest.mark.parametrize(
@@ -235,46 +243,71 @@ def test_the_notebook_solution_passes_every_zero1_check(solution: Path) -> None:
         (lambda ps, n: [[p.clone() for p in ps]] + [[] for _ in range(n - 1)], "not copies"),
     ],
 )
-def test_partition_check_rejects(tmp_path: Path, shards: object, phrase: str) -> None:
-    from course_grading import week07
-    from course_grading.compare import CheckFailed
-
+def test_partition_check_rejects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards: object, phrase: str
+) -> None:
     class Module:
         partition_parameters = staticmethod(shards)
 
-    week07_load = week07._load
-    try:
-        week07._load = lambda _path: Module  # type: ignore[assignment]
-        with pytest.raises(CheckFailed, match=phrase):
-            week07.check_partition(tmp_path / "zero1.py")
-    finally:
-        week07._load = week07_load
+    monkeypatch.setattr(week07_produce, "_load", lambda _path: (Module, None))
+    with pytest.raises(CheckFailed, match=phrase):
+        check_here("zero1_test_partition", tmp_path / "zero1.py")
 
 
-# Which check names each typical wrong version (the pipeline test grades them all).
+# Which test cell names each typical wrong version (the pipeline test grades them all).
 NAMED_BY = {
-    "broadcast_from_rank_zero": "check_zero1_step",
-    "local_state_dict": "check_zero1_state_dict",
-    "not_synced_back": "check_zero1_step",
-    "shards_miss_parameters": "check_zero1_world_sizes",
-    "state_for_all_parameters": "check_zero1_memory",
-    "summed_gradients": "check_zero1_step",
-    "updates_all_parameters": "check_zero1_memory",
-    "uses_torch_zero": "check_zero1_step",
+    "broadcast_from_rank_zero": "zero1_test_step",
+    "local_state_dict": "zero1_test_state_dict",
+    "not_synced_back": "zero1_test_step",
+    "shards_miss_parameters": "zero1_test_world_sizes",
+    "state_for_all_parameters": "zero1_test_memory",
+    "summed_gradients": "zero1_test_step",
+    "updates_all_parameters": "zero1_test_memory",
+    "uses_torch_zero": "zero1_test_step",
 }
+# Wrong versions that call what the sandbox switches off: checked with the week's stubs on.
+NEEDS_STUBS = {"uses_torch_zero"}
 
 
 @pytest.mark.parametrize("name", sorted(NAMED_BY))
 def test_each_wrong_version_fails_with_its_message(tmp_path: Path, name: str) -> None:
-    from course_grading import week07
-    from course_grading.compare import CheckFailed
-
     solution = json.loads(SOLUTIONS.read_text())
     _, expect, source = wrong_answer(SUBMISSIONS / f"{name}.diff", solution)
     module = _module_from_cell(source, tmp_path)
-    with pytest.raises(CheckFailed) as info:
-        getattr(week07, NAMED_BY[name])(module)
-    assert expect in str(info.value)
+    if name in NEEDS_STUBS:
+        message = _verdict_with_stubs(tmp_path, NAMED_BY[name], module)
+    else:
+        message = run_check(WEEK, NAMED_BY[name], module)
+    assert message is not None and expect in message, message
+
+
+def _verdict_with_stubs(tmp_path: Path, grade_id: str, module: Path) -> str | None:
+    """The verdict of ``grade_id`` computed in a process (and ranks) with Week 7's stubs on."""
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    (stubs / "manifest.json").write_text(json.dumps(manifest(week07_checks.HIDDEN_TORCH)))
+    (stubs / "sitecustomize.py").write_text(
+        "from course_grading.core.torch_stubs import install\n\ninstall()\n"
+    )
+    grading = Path(week07_checks.__file__).resolve().parents[2]
+    script = (
+        "import json, sys\n"
+        "from course_grading.core.local import run_check\n"
+        "if __name__ == '__main__':\n"
+        f"    print(json.dumps(run_check({WEEK!r}, {grade_id!r}, {str(module)!r})))\n"
+    )
+    (tmp_path / "verdict.py").write_text(script)
+    env = {
+        **os.environ,
+        "COURSE_TORCH_STUBS": str(stubs / "manifest.json"),
+        "PYTHONPATH": os.pathsep.join([str(stubs), str(grading), str(REPO)]),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "verdict.py")],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_every_wrong_version_is_listed() -> None:
@@ -284,17 +317,11 @@ def test_every_wrong_version_is_listed() -> None:
 
 
 def test_a_missing_module_file_is_reported(tmp_path: Path) -> None:
-    from course_grading import week07
-    from course_grading.compare import CheckFailed
-
     with pytest.raises(CheckFailed, match="run the %%writefile cell"):
-        week07.check_zero1_step(tmp_path / "zero1.py")
+        check_here("zero1_test_step", tmp_path / "zero1.py")
 
 
 def test_a_hanging_submission_is_stopped(tmp_path: Path, solution: Path) -> None:
-    from course_grading import week07
-    from course_grading.compare import CheckFailed
-
     text = solution.read_text().replace(
         "                dist.broadcast(p, src=owner)",
         "                if self.rank == owner:\n                    dist.broadcast(p, src=owner)",
@@ -302,13 +329,10 @@ def test_a_hanging_submission_is_stopped(tmp_path: Path, solution: Path) -> None
     assert text != solution.read_text()
     hanging = tmp_path / "zero1.py"
     hanging.write_text(text)
-    saved = week07.LAUNCH_TIMEOUT_S
-    week07.LAUNCH_TIMEOUT_S = 5
-    try:
-        with pytest.raises(CheckFailed) as info:
-            week07.check_zero1_step(hanging)
-    finally:
-        week07.LAUNCH_TIMEOUT_S = saved
+    # zero1_test_step's check, stopped after 5 s instead of the usual time.
+    part = week07_checks.zero1_runs(2, STEP_CASES, timeout=5)
+    with pytest.raises(CheckFailed) as info:
+        part.judge(part, produce(part.request(), (hanging,)))
     assert "did not finish within 5 s" in str(info.value)
     assert "was waiting at zero1.py, line" in str(info.value)
 

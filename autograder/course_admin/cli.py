@@ -22,10 +22,7 @@ def release(week_ids: list[str], course_root: Path = AUTOGRADER) -> None:
     for week in week_ids:
         nbgrader("generate_assignment", week, "--force", course_root=course_root)
         nbgrader("generate_solution", week, "--force", course_root=course_root)
-        try:  # TRANSITION: strict once every week's grading is converted
-            prepared(course_root, week)
-        except Exception as exc:
-            print(f"course: grading of {week} not prepared: {exc!r:.300}")
+        prepared(course_root, week)
         print(f"released {week}")
 
 
@@ -55,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         default=AUTOGRADER / "downloaded",
         help="folder or zip of <student>/ folders, or nbgrader's downloaded/ folder holding "
         "<week>/archive/ with the LMS's files (the default: autograder/downloaded)",
+    )
+    p_grade.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="students graded at once (default: cores, up to 4)",
     )
     p_grade.add_argument(
         "--shard",
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             args.week,
             args.submissions.resolve(),
             AUTOGRADER,
+            workers=args.workers,
             sandboxed=not args.no_sandbox,
             shard=args.shard,
         )

@@ -24,7 +24,7 @@ INCLUDED = (
 
 README = """# How neural networks are optimized: student edition
 
-Seven weeks of notebooks in which you write the optimizers yourself, from SGD to ZeRO-1.
+Eight weeks of notebooks in which you write the optimizers yourself, from SGD to Muon.
 
 Open it on Binder, nothing to install:
 [![Binder](https://mybinder.org/badge_logo.svg)]({binder_url})

@@ -24,6 +24,7 @@ SUSPICIOUS: tuple[tuple[str, str], ...] = (
     (r"setattr\(\s*torch|torch\.optim\.\w+\s*=(?!=)|torch\.optim\.\w+\.\w+\s*=(?!=)",
      "replaces parts of torch.optim"),
     (r"\bautograded\b|\bsubmitted\b|\.\./\.\.", "reaches into other folders of the course"),
+    (r"/proc/", "looks into other processes"),
     (r"\b_fused_\w+|_VariableFunctions|_jit_get_operation|_get_operation_overload"
      r"|torch\.ops\.aten|torch\.library|\b_destroy\b",
      "calls torch's internal kernels directly"),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from course_grading.core.checks import hidden_torch, plan
+from course_grading.core.checks import hidden_ops, hidden_torch, plan
 from course_grading.core.torch_hiding import hidden_files, manifest
 
 from course_admin import notebook_runner
@@ -90,7 +90,7 @@ def build_kit(assignment: str, target: Path) -> Kit:
     stubs.mkdir()
     (stubs / "sitecustomize.py").write_text(SITECUSTOMIZE)
     hidden = hidden_torch(assignment)
-    (stubs / "manifest.json").write_text(json.dumps(manifest(hidden)))
+    (stubs / "manifest.json").write_text(json.dumps(manifest(hidden, hidden_ops(assignment))))
     shutil.copy2(notebook_runner.__file__, target / "notebook_runner.py")
     (target / "empty").write_bytes(b"")
     covered = [str(p) for p in hidden_files(hidden)]

@@ -78,8 +78,6 @@ class _Clock:
             else ("answer cells" if nbgrader.get("solution") else "other cells")
         )
         self.seconds[kind] += time.perf_counter() - self.began.get(cell_index, time.perf_counter())
-
-    def notebook_done(self, **_kwargs: Any) -> None:
         self.marks["cells_done"] = time.perf_counter() - self.start
 
     def report(self) -> dict[str, float]:
@@ -123,7 +121,6 @@ def main(config_path: str) -> int:
         on_notebook_start=clock.notebook_started,
         on_cell_start=clock.cell_started,
         on_cell_executed=clock.cell_executed,
-        on_notebook_complete=clock.notebook_done,
     )
     report: dict[str, Any] = {"died": False, "error": None}
     try:

@@ -1,12 +1,14 @@
-"""Hidden checks for the course, imported by the hidden test cells when nbgrader grades.
+"""The course's hidden checks, in two sides kept apart by the grading sandbox.
 
-This package never ships to students: the release and the student edition contain only the
-one-line calls into it, so the cases, tolerances and the catalogue of typical mistakes stay
-private. One module per week (``week01``, ...) plus the shared machinery:
+- The **student side** runs with the student's code, in the sandbox: ``core.harness``
+  (``hand_in``, what a hidden test cell calls), ``core.produce`` and each week's
+  ``produce*.py`` (run the student's code on a check's inputs and return numbers),
+  ``core.runs`` and ``core.torch_stubs``. It holds no expected values, tolerances or mistake
+  texts: a student can read it.
+- The **trusted side** decides the points and never runs student code: ``core.checks``
+  (parts, plans, verdicts), the shared judges in ``core``, and each week's ``checks.py``,
+  ``cases.py`` and ``mistakes.py``.
 
-- ``runs``: run an optimizer on a real model for many steps and record every parameter;
-- ``reference``: the same runs for ``torch.optim`` in a fresh process the submission cannot touch;
-- ``compare``: find the first step and parameter where two runs differ, and say so;
-- ``mistakes``: typical wrong update rules, to name the mistake a submission makes;
-- ``guards``: refuse optimizers that are, or call into, ``torch.optim``.
+One subpackage per week (``week01``, ...), with the same file roles in each; CONTRIBUTING.md
+walks through Week 1. Nothing of this package is released to students.
 """

@@ -97,16 +97,14 @@ def judge_buffers(part: Part, found: dict[str, Any]) -> None:
     """See :func:`buffers`."""
     spec: OptimizerSpec = part.context["spec"]
     error = found.get("error")
+    raised = f"{error['type']}: {str(error['message']).rstrip('.')}." if error else ""
     for index, (case, ref) in enumerate(zip(part.context["cases"], part.expected, strict=True)):
         if error is not None and error["case"] == index and not error["resumed"]:
-            raise CheckFailed(
-                f"[{case.name}] your {spec.answer} raised {error['type']}: {error['message']}."
-            )
+            raise CheckFailed(f"[{case.name}] your {spec.answer} raised {raised}")
         _judge_state(spec, case, ref, found["cases"][index]["state"], part.context["hint"])
         if error is not None and error["case"] == index:
             raise CheckFailed(
-                f"[{case.name}, resumed from a checkpoint] your {spec.answer} raised "
-                f"{error['type']}: {error['message']}."
+                f"[{case.name}, resumed from a checkpoint] your {spec.answer} raised {raised}"
             )
         _judge_resume(spec, case, ref, found["cases"][index]["resumed"])
 

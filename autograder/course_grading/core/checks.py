@@ -96,9 +96,22 @@ def _plan(week: str) -> Checks:
     return _week(week).checks()
 
 
+def warm_up(assignment: str) -> None:
+    """Build the plan and compute every expected value now (while the sandbox runs)."""
+    for parts in plan(assignment).values():
+        for part in parts:
+            _ = part.expected
+
+
 def hidden_torch(assignment: str) -> dict[str, str]:
     """The torch modules switched off in the sandbox while ``assignment`` is graded, and why."""
     return dict(getattr(_week(assignment), "HIDDEN_TORCH", {}))
+
+
+def hidden_ops(assignment: str) -> dict[str, str]:
+    """The ATen operators switched off in the sandbox for ``assignment`` (besides those of
+    the hidden modules), and why."""
+    return dict(getattr(_week(assignment), "HIDDEN_OPS", {}))
 
 
 def verdict(assignment: str, grade_id: str, outputs: Any) -> str | None:
@@ -116,6 +129,7 @@ def verdict(assignment: str, grade_id: str, outputs: Any) -> str | None:
     if not isinstance(got, list) or len(got) != len(parts):
         return "what this cell handed in does not fit its hidden check; " + NO_ANSWER
     for part, output in zip(parts, got, strict=True):
+        _ = part.expected  # a reference that cannot be computed is the grader's fault: raise
         if isinstance(output, dict) and "producer_failed" in output:
             return (
                 f"the hidden check could not run your code: {error_text(output['producer_failed'])}"

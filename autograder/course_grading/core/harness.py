@@ -66,6 +66,9 @@ def produce(part: dict[str, Any], answers: Sequence[Any]) -> Any:
         return {"producer_failed": describe_error(exc)}
 
 
+_INHERITED = object()
+
+
 class ForbiddenCall(RuntimeError):
     """The student's code called something the check forbids."""
 
@@ -83,7 +86,8 @@ def student_code(forbid: Sequence[str] = ()) -> Iterator[None]:
         owner = _resolve(owner_name)
         if owner is None or not hasattr(owner, attr):
             continue
-        saved.append((owner, attr, owner.__dict__.get(attr, getattr(owner, attr))))
+        # An inherited attribute is shadowed for the block and unshadowed after it.
+        saved.append((owner, attr, vars(owner).get(attr, _INHERITED)))
         setattr(owner, attr, _refuser(dotted))
     try:
         with warnings.catch_warnings():
@@ -92,7 +96,10 @@ def student_code(forbid: Sequence[str] = ()) -> Iterator[None]:
             yield
     finally:
         for owner, attr, original in reversed(saved):
-            setattr(owner, attr, original)
+            if original is _INHERITED:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, original)
 
 
 def attempt(
@@ -132,7 +139,7 @@ def plain(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         items = [plain(v, depth + 1) for v in value]
         return tuple(items) if isinstance(value, tuple) else items
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+    if isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
         return {k: plain(v, depth + 1) for k, v in value.items()}
     if hasattr(value, "item") and callable(value.item) and not hasattr(value, "__len__"):
         number = value.item()  # a NumPy scalar

@@ -7,6 +7,7 @@ never for a student's submission (nothing here is switched off or kept apart).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from course_grading.core.checks import CheckFailed, plan, weeks
@@ -16,7 +17,9 @@ from course_grading.core.harness import produce
 def outputs_here(assignment: str, grade_id: str, *answers: Any) -> dict[str, Any]:
     """What the sandbox would send back for ``grade_id`` with ``answers`` handed in."""
     parts = plan(assignment)[grade_id]
-    return {"grade_id": grade_id, "parts": [produce(p.request(), answers) for p in parts]}
+    # A fresh copy of the inputs for each run, as the sandbox reads them from disk each time.
+    requests = [copy.deepcopy(p.request()) for p in parts]
+    return {"grade_id": grade_id, "parts": [produce(r, answers) for r in requests]}
 
 
 def run_check(assignment: str, grade_id: str, *answers: Any) -> str | None:

@@ -67,7 +67,7 @@ def judge_against_torch(part: Part, found: dict[str, Any]) -> None:
                 hint = " Parameters whose .grad is None (frozen ones) must be skipped."
             raise CheckFailed(
                 f"[{case.name}] your {spec.answer} raised {error['type']}: "
-                f"{error['message']}.{hint}"
+                f"{str(error['message']).rstrip('.')}.{hint}"
             )
         actual = runs[index]
         diff = first_difference(actual, expected)

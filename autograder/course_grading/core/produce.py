@@ -8,6 +8,7 @@ error in the student's code is part of what it returns.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -167,7 +168,7 @@ def _resumed(
             p.copy_(checkpoint["params"][name])
     run = [snapshot(model)]
     optimizer = cls(optimizer_params(model, case), **case.kwargs)
-    optimizer.load_state_dict(checkpoint["state_dict"])
+    optimizer.load_state_dict(copy.deepcopy(checkpoint["state_dict"]))
     for X, y in batches[stop : case.steps]:
         _one_step(optimizer, model, X, y)
         run.append(snapshot(model))

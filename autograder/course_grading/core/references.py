@@ -93,15 +93,19 @@ def reference_runs(reference: str, cases: Sequence[Case], batches: Batches) -> l
 
 @functools.cache
 def torch_optimizer_names() -> dict[str, str]:
-    """Every ``torch.optim`` optimizer class: its qualified name -> ``torch.optim.Name``.
+    """Every ``torch.optim`` optimizer class: its qualified names -> ``torch.optim.Name``.
 
-    Its stub in the sandbox keeps the qualified name, so a class that is or extends one is
-    recognised there too.
+    Both the name the class gives itself and the name of the module that defines it count:
+    its stub in the sandbox is named after the module that defines it, so a class that is or
+    extends one is recognised there too.
     """
-    return {
-        f"{obj.__module__}.{obj.__qualname__}": f"torch.optim.{name}"
-        for name, obj in vars(torch.optim).items()
-        if isinstance(obj, type)
-        and issubclass(obj, torch.optim.Optimizer)
-        and obj is not torch.optim.Optimizer
-    }
+    import inspect
+
+    names = {}
+    for name, obj in vars(torch.optim).items():
+        if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer):
+            if obj is not torch.optim.Optimizer:
+                names[f"{obj.__module__}.{obj.__qualname__}"] = f"torch.optim.{name}"
+                home = inspect.getmodule(obj.step) or inspect.getmodule(obj)
+                names[f"{home.__name__}.{obj.__qualname__}"] = f"torch.optim.{name}"
+    return names

@@ -14,8 +14,10 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import pkgutil
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -23,6 +25,19 @@ import torch
 OPTIMIZER_REASON = "the update must be your own code, not torch.optim's."
 # Fused kernels that run a whole optimizer step in one call.
 OPTIMIZER_OPS = ("_fused_adam_", "_fused_adamw_", "_fused_sgd_", "_fused_adagrad_")
+
+
+def defined_in(obj: Any, module: ModuleType) -> bool:
+    """Whether ``obj`` is written in ``module``'s own file. (torch gives some classes the
+    ``__module__`` of the package that exports them: ``torch.optim.Muon`` says ``torch.optim``
+    but lives in ``torch/optim/_muon.py``.)"""
+    if getattr(obj, "__module__", None) == module.__name__:
+        return True
+    functions = (
+        [v for v in vars(obj).values() if inspect.isfunction(v)] if isinstance(obj, type) else [obj]
+    )
+    files = {getattr(getattr(f, "__code__", None), "co_filename", None) for f in functions}
+    return getattr(module, "__file__", None) in files
 
 
 @functools.cache
@@ -35,7 +50,7 @@ def _optimizer_modules() -> tuple[str, ...]:
             isinstance(obj, type)
             and issubclass(obj, torch.optim.Optimizer)
             and obj is not torch.optim.Optimizer
-            and obj.__module__ == name
+            and defined_in(obj, module)
             for obj in vars(module).values()
         ):
             names.append(name)
@@ -53,8 +68,9 @@ def torch_optimizers() -> dict[str, str]:
 TORCH_OPTIMIZERS = torch_optimizers()
 
 
-def manifest(hidden: dict[str, str]) -> dict[str, Any]:
-    """The stubs' manifest for the modules in ``hidden`` (module name -> reason)."""
+def manifest(hidden: dict[str, str], ops: dict[str, str] | None = None) -> dict[str, Any]:
+    """The stubs' manifest for the modules in ``hidden`` and the ATen operators in ``ops``
+    (name -> reason). Switching torch's optimizers off switches their fused kernels off too."""
     modules = {}
     for name, reason in hidden.items():
         module = importlib.import_module(name)
@@ -63,7 +79,7 @@ def manifest(hidden: dict[str, str]) -> dict[str, Any]:
         for attr, obj in vars(module).items():
             if attr.startswith("__") and attr != "__all__":
                 continue
-            kind = _kind(obj, name, hidden)
+            kind = _kind(obj, module, hidden)
             if kind is None:
                 continue
             names[attr] = kind
@@ -71,13 +87,16 @@ def manifest(hidden: dict[str, str]) -> dict[str, Any]:
             if public:
                 labels[attr] = public
         modules[name] = {"names": names, "labels": labels, "message": reason}
-    ops = list(OPTIMIZER_OPS) if any(r == OPTIMIZER_REASON for r in hidden.values()) else []
-    return {"modules": modules, "ops": ops}
+    refused = dict(ops or {})
+    if any(reason == OPTIMIZER_REASON for reason in hidden.values()):
+        refused.update({op: OPTIMIZER_REASON for op in OPTIMIZER_OPS})
+    return {"modules": modules, "ops": refused}
 
 
-def _kind(obj: Any, module: str, hidden: dict[str, str]) -> Any:
+def _kind(obj: Any, module: ModuleType, hidden: dict[str, str]) -> Any:
     home = getattr(obj, "__module__", None)
-    if (isinstance(obj, type) or callable(obj)) and home not in (None, module, *hidden):
+    imported = home not in (None, module.__name__, *hidden) and not defined_in(obj, module)
+    if (isinstance(obj, type) or callable(obj)) and imported:
         # Imported from a module that stays on (torch.Tensor, torch.optim.Optimizer): keep it.
         qualname = getattr(obj, "__qualname__", "")
         if home and qualname and "<" not in qualname and _resolves(home, qualname, obj):

@@ -43,6 +43,7 @@ def _refusal(label: str, message: str) -> str:
 
 def _stub_function(label: str, message: str, name: str, module: str) -> Any:
     def switched_off(*_args: Any, **_kwargs: Any) -> Any:
+        __tracebackhide__ = True
         raise SwitchedOff(_refusal(label, message))
 
     switched_off.__name__ = switched_off.__qualname__ = name
@@ -52,6 +53,7 @@ def _stub_function(label: str, message: str, name: str, module: str) -> Any:
 
 def _stub_class(label: str, message: str, name: str, module: str) -> type:
     def __init__(self: Any, *_args: Any, **_kwargs: Any) -> None:  # noqa: N807
+        __tracebackhide__ = True
         raise SwitchedOff(_refusal(label, message))
 
     return type(name, (), {"__init__": __init__, "__module__": module, "__qualname__": name})
@@ -86,14 +88,14 @@ class _StubLoader(importlib.abc.Loader):
 _LIBRARIES: list[Any] = []
 
 
-def _refuse_operators(ops: list[str], message: str) -> None:
-    """Make the ATen operators ``ops`` refuse to run (called once torch is imported)."""
+def _refuse_operators(ops: dict[str, str]) -> None:
+    """Make the ATen operators ``ops`` (name -> why) refuse to run, once torch is imported."""
     import torch
     import torch.library
 
     library = torch.library.Library("aten", "IMPL")
     _LIBRARIES.append(library)
-    for op in ops:
+    for op, message in ops.items():
         packet = getattr(torch.ops.aten, op, None)
         if packet is None:
             continue
@@ -112,24 +114,21 @@ def _refuse_operators(ops: list[str], message: str) -> None:
 class _ThenRefuse(importlib.abc.Loader):
     """torch's own loader, followed by switching off the operators."""
 
-    def __init__(self, loader: Any, ops: list[str], message: str) -> None:
-        self.loader, self.ops, self.message = loader, ops, message
+    def __init__(self, loader: Any, ops: dict[str, str]) -> None:
+        self.loader, self.ops = loader, ops
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
         return self.loader.create_module(spec)
 
     def exec_module(self, module: types.ModuleType) -> None:
         self.loader.exec_module(module)
-        _refuse_operators(self.ops, self.message)
+        _refuse_operators(self.ops)
 
 
 class _StubFinder(importlib.abc.MetaPathFinder):
     def __init__(self, manifest: dict[str, Any]) -> None:
         self.modules = manifest["modules"]
-        self.ops = manifest.get("ops", [])
-        self.ops_message = next(
-            (m["message"] for m in self.modules.values()), "it is switched off for this week."
-        )
+        self.ops = manifest.get("ops", {})
 
     def find_spec(
         self, fullname: str, path: Any = None, target: Any = None
@@ -137,7 +136,7 @@ class _StubFinder(importlib.abc.MetaPathFinder):
         if fullname == "torch" and self.ops:
             spec = importlib.machinery.PathFinder.find_spec(fullname, path)
             if spec is not None and spec.loader is not None:
-                spec.loader = _ThenRefuse(spec.loader, self.ops, self.ops_message)
+                spec.loader = _ThenRefuse(spec.loader, self.ops)
             return spec
         if fullname not in self.modules:
             return None

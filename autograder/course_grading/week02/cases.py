@@ -1,0 +1,96 @@
+"""Trusted side: Week 2's cases and reference answers for ``best_rates`` and ``measured_rate``.
+
+The formulas of Distill's "Why Momentum Really Works" for the best step sizes and rates on a
+quadratic, the least-squares rate fit, the sequences and the trajectories the checks use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+# --- best_rates --------------------------------------------------------------------------------
+
+# Eigenvalue sets of the hidden checks: several condition numbers, any order, more than two.
+SPECTRA: tuple[Sequence[float], ...] = (
+    (1.0, 10.0),
+    (50.0, 0.5),
+    (2.0, 3.0),
+    (0.01, 1.0),
+    (9.0, 1.0, 4.0, 100.0),
+    (4.0, 4.0),
+)
+
+
+def gd_best(eigenvalues: Sequence[float]) -> tuple[float, float]:
+    """Gradient descent's best step size 2/(λ1+λn) and its rate (κ−1)/(κ+1)."""
+    lo, hi = min(eigenvalues), max(eigenvalues)
+    kappa = hi / lo
+    return 2.0 / (lo + hi), (kappa - 1.0) / (kappa + 1.0)
+
+
+def heavy_ball_best(eigenvalues: Sequence[float]) -> tuple[float, float, float]:
+    """The heavy ball's best step size, momentum and rate (√κ−1)/(√κ+1)."""
+    lo, hi = math.sqrt(min(eigenvalues)), math.sqrt(max(eigenvalues))
+    root_kappa = hi / lo
+    return (
+        (2.0 / (lo + hi)) ** 2,
+        ((hi - lo) / (hi + lo)) ** 2,
+        (root_kappa - 1.0) / (root_kappa + 1.0),
+    )
+
+
+def spectrum_argument(spectrum: Sequence[float], as_tensor: bool) -> Any:
+    """How a spectrum is handed to the student's function: a list, or a float64 tensor."""
+    return torch.tensor(spectrum, dtype=torch.float64) if as_tensor else list(spectrum)
+
+
+# --- measured_rate -----------------------------------------------------------------------------
+
+
+def fit(distances: np.ndarray, skip: int) -> float:
+    """exp of the least-squares slope of log(distance) against the step, from ``skip`` on."""
+    steps = np.arange(len(distances))[skip:]
+    return math.exp(np.polyfit(steps, np.log(distances[skip:]), 1)[0])
+
+
+def sequences() -> list[tuple[str, Any, int]]:
+    """(what it is, the distances, skip): a list or a NumPy array each."""
+    k = np.arange(41, dtype=np.float64)
+    rng = np.random.default_rng(3)
+    return [
+        ("a geometric sequence", 3.0 * 0.9 ** k[:31], 0),
+        ("a sequence that zig-zags around a geometric one", 5 * 0.7**k * (1 + 0.3 * (-1) ** k), 0),
+        ("a Python list", [2.0 * 0.5**i for i in range(20)], 0),
+        ("a slow and a fast part, skip=10", 0.95**k + 10.0 * 0.5**k, 10),
+        ("a noisy sequence, skip=5", 0.8**k * np.exp(0.2 * rng.standard_normal(k.size)), 5),
+        ("a sequence with a transient, skip=20", (1 + k) * 0.6**k, 20),
+    ]
+
+
+# Landscapes (an optlab.landscapes class and its keywords) and torch.optim.SGD settings whose
+# 40-step trajectories distances_to_minimum measures.
+DISTANCE_RUNS: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
+    ("Quadratic", {"eigenvalues": (1.0, 30.0), "minimum": (1.0, -0.5), "angle": 0.4}, {"lr": 0.05}),
+    ("Rosenbrock", {}, {"lr": 1e-3, "momentum": 0.9}),
+    ("DipCurve", {}, {"lr": 0.1, "momentum": 0.9}),
+)
+DISTANCE_STEPS = 40
+
+
+def distance_runs() -> list[tuple[Any, Any]]:
+    """(landscape, trajectory) of every run, the trajectory by torch.optim.SGD."""
+    from optlab import landscapes
+    from optlab.trajectories import run_trajectory
+
+    runs = []
+    for name, fields, hyper in DISTANCE_RUNS:
+        landscape = getattr(landscapes, name)(**fields)
+        runs.append(
+            (landscape, run_trajectory(landscape, torch.optim.SGD, DISTANCE_STEPS, **hyper))
+        )
+    return runs

@@ -1,0 +1,392 @@
+"""Trusted side: Week 2's hidden checks, by test cell.
+
+Exercise ids (grade ids in the notebook start with them): ``sgd_momentum``, ``best_rates``,
+``measured_rate``. Week 2 hides every ``torch.optim`` optimizer from the sandbox: the SGD must
+be the student's own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from course_grading.core.buffers import buffers
+from course_grading.core.checks import CheckFailed, Checks, Part, error_text
+from course_grading.core.interface import closure, own_class, signature, value_errors
+from course_grading.core.optimizers import OptimizerSpec, against_torch, judge_against_torch
+from course_grading.core.references import TORCH_DEFAULTS
+from course_grading.core.runs import Case
+from course_grading.core.torch_hiding import TORCH_OPTIMIZERS
+from course_grading.week02.cases import (
+    DISTANCE_RUNS,
+    DISTANCE_STEPS,
+    SPECTRA,
+    distance_runs,
+    fit,
+    gd_best,
+    heavy_ball_best,
+    sequences,
+    spectrum_argument,
+)
+from course_grading.week02.mistakes import (
+    SGD_MOMENTUM_MISTAKES,
+    SHARED_BUFFER_ERRORS,
+    SHARED_BUFFER_HINT,
+    distances_mistakes,
+    gd_best_mistakes,
+    heavy_ball_best_mistakes,
+    lr_in_buffer_hint,
+    measured_rate_mistakes,
+)
+
+HIDDEN_TORCH = TORCH_OPTIMIZERS
+
+SGD = OptimizerSpec.of("SGD", SGD_MOMENTUM_MISTAKES)
+
+
+def checks() -> Checks:
+    """Every test cell's hidden check."""
+    return {
+        "sgd_momentum_test_basic": [
+            own_class("SGD", extends_optimizer=True),
+            signature("SGD", TORCH_DEFAULTS["SGD"], SGD.reference),
+            sgd_against_torch(
+                [
+                    Case("default arguments"),
+                    Case("heavy-ball momentum 0.9", {"lr": 0.05, "momentum": 0.9}),
+                    Case("momentum 0.5 with a large learning rate", {"lr": 0.3, "momentum": 0.5}),
+                ]
+            ),
+        ],
+        "sgd_momentum_test_dampening": [
+            own_class("SGD"),
+            sgd_against_torch(
+                [
+                    Case(
+                        "momentum with dampening 0.5",
+                        {"lr": 0.05, "momentum": 0.9, "dampening": 0.5},
+                    ),
+                    Case(
+                        "momentum with weight decay",
+                        {"lr": 0.05, "momentum": 0.8, "weight_decay": 0.05},
+                    ),
+                    Case(
+                        "momentum with dampening and weight decay",
+                        {"lr": 0.1, "momentum": 0.7, "dampening": 0.3, "weight_decay": 0.02},
+                    ),
+                    Case(
+                        "momentum with maximize and weight decay",
+                        {"lr": 0.02, "momentum": 0.9, "weight_decay": 0.1, "maximize": True},
+                    ),
+                ]
+            ),
+        ],
+        "sgd_momentum_test_nesterov": [
+            own_class("SGD"),
+            sgd_against_torch(
+                [
+                    Case("Nesterov momentum 0.9", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+                    Case(
+                        "Nesterov momentum with weight decay",
+                        {"lr": 0.1, "momentum": 0.6, "nesterov": True, "weight_decay": 0.05},
+                    ),
+                    Case(
+                        "Nesterov momentum with maximize",
+                        {"lr": 0.02, "momentum": 0.9, "nesterov": True, "maximize": True},
+                    ),
+                ]
+            ),
+        ],
+        "sgd_momentum_test_state": [
+            own_class("SGD", extends_optimizer=True),
+            sgd_against_torch(
+                [
+                    Case(
+                        "a frozen first layer with momentum",
+                        {"lr": 0.05, "momentum": 0.9},
+                        frozen=(0,),
+                    ),
+                    Case(
+                        "param groups with their own momentum settings",
+                        {"lr": 0.05, "momentum": 0.9},
+                        groups=(
+                            {"layers": (0,), "momentum": 0.0},
+                            {"layers": (2, 4), "lr": 0.1, "dampening": 0.5},
+                        ),
+                    ),
+                ]
+            ),
+            buffers(
+                SGD,
+                [
+                    Case(
+                        "momentum buffers, in two param groups",
+                        {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+                        steps=16,
+                        groups=(
+                            {"layers": (0,), "dampening": 0.2},
+                            {"layers": (2, 4), "nesterov": True},
+                        ),
+                    ),
+                    Case(
+                        "momentum buffers, a frozen layer",
+                        {"lr": 0.1, "momentum": 0.5},
+                        frozen=(2,),
+                    ),
+                ],
+                stop=8,
+                hint=lr_in_buffer_hint,
+            ),
+            closure("SGD", {"lr": 0.1, "momentum": 0.9}),
+        ],
+        "sgd_momentum_test_validation": [
+            value_errors(
+                "SGD",
+                invalid=[
+                    ({"lr": -0.01}, ("lr", "learning rate")),
+                    ({"lr": 0.1, "momentum": -0.5}, ("momentum",)),
+                    ({"lr": 0.1, "weight_decay": -1e-4}, ("weight_decay", "weight decay")),
+                    ({"lr": 0.1, "nesterov": True}, ("nesterov",)),
+                    (
+                        {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True},
+                        ("nesterov",),
+                    ),
+                ],
+                valid=[
+                    {"lr": 0.0},
+                    {"lr": 0.1, "momentum": 0.9, "dampening": 0.5},
+                    {"lr": 0.1, "momentum": 0.9, "nesterov": True},
+                    {"lr": 0.1, "momentum": 0.0, "dampening": 0.3},
+                ],
+            )
+        ],
+        "best_rates_test_gd": [best_rates_gd()],
+        "best_rates_test_heavy_ball": [best_rates_heavy_ball()],
+        "measured_rate_test_fit": [measured_rate_fit()],
+        "measured_rate_test_distances": [measured_rate_distances()],
+    }
+
+
+# --- sgd_momentum ------------------------------------------------------------------------------
+
+
+def sgd_against_torch(cases: Sequence[Case]) -> Part:
+    """The student's SGD matches torch.optim.SGD on ``cases`` (a shared buffer is named)."""
+    part = against_torch(SGD, cases)
+    part.judge = judge_sgd_against_torch
+    return part
+
+
+def judge_sgd_against_torch(part: Part, found: dict[str, Any]) -> None:
+    """:func:`course_grading.core.optimizers.judge_against_torch`, plus a hint on a shape
+    error: one velocity buffer shared by parameters of different shapes."""
+    try:
+        judge_against_torch(part, found)
+    except CheckFailed as failure:
+        message = str(failure)
+        if any(phrase in message for phrase in SHARED_BUFFER_ERRORS):
+            message += SHARED_BUFFER_HINT
+        raise CheckFailed(message) from None
+
+
+# --- best_rates --------------------------------------------------------------------------------
+
+
+def best_rates_gd() -> Part:
+    """The best gradient-descent step size 2/(λ1+λn) and its rate (κ−1)/(κ+1)."""
+    calls = [
+        {"args": [spectrum_argument(spectrum, as_tensor=i % 2 == 1)]}
+        for i, spectrum in enumerate(SPECTRA)
+    ]
+    return Part(
+        "week02.produce:tuples",
+        judge_best_rates_gd,
+        inputs={"calls": calls},
+        reference=lambda: [gd_best(spectrum) for spectrum in SPECTRA],
+    )
+
+
+def judge_best_rates_gd(part: Part, outcomes: list[dict[str, Any]]) -> None:
+    """See :func:`best_rates_gd`."""
+    for spectrum, (want_lr, want_rate), outcome in zip(
+        SPECTRA, part.expected, outcomes, strict=True
+    ):
+        lr, rate = _values(outcome, "gd_best", spectrum, 2)
+        step_size_mistakes, rate_mistakes = gd_best_mistakes(spectrum)
+        if not _close(lr, want_lr):
+            raise CheckFailed(
+                f"for {_spectrum(spectrum)}, gd_best's step size is {lr:.10g}; expected "
+                f"{want_lr:.10g}." + _explain(lr, step_size_mistakes)
+            )
+        if not _close(rate, want_rate):
+            raise CheckFailed(
+                f"for {_spectrum(spectrum)}, gd_best's rate is {rate:.10g}; expected "
+                f"{want_rate:.10g}." + _explain(rate, rate_mistakes)
+            )
+
+
+def best_rates_heavy_ball() -> Part:
+    """The best heavy-ball step size α, momentum β and rate (√κ−1)/(√κ+1)."""
+    calls = [
+        {"args": [spectrum_argument(spectrum, as_tensor=i % 2 == 0)]}
+        for i, spectrum in enumerate(SPECTRA)
+    ]
+    return Part(
+        "week02.produce:tuples",
+        judge_best_rates_heavy_ball,
+        inputs={"calls": calls},
+        reference=lambda: [heavy_ball_best(spectrum) for spectrum in SPECTRA],
+    )
+
+
+def judge_best_rates_heavy_ball(part: Part, outcomes: list[dict[str, Any]]) -> None:
+    """See :func:`best_rates_heavy_ball`."""
+    for spectrum, want, outcome in zip(SPECTRA, part.expected, outcomes, strict=True):
+        got = _values(outcome, "heavy_ball_best", spectrum, 3)
+        for name, value, expected, mistakes in zip(
+            ("step size", "momentum", "rate"),
+            got,
+            want,
+            heavy_ball_best_mistakes(spectrum),
+            strict=True,
+        ):
+            if not _close(value, expected):
+                raise CheckFailed(
+                    f"for {_spectrum(spectrum)}, heavy_ball_best's {name} is {value:.10g}; "
+                    f"expected {expected:.10g}." + _explain(value, mistakes)
+                )
+
+
+def _values(outcome: dict[str, Any], answer: str, spectrum: Sequence[float], size: int) -> list:
+    """The ``size`` numbers the student's function returned, or CheckFailed."""
+    if outcome.get("error"):
+        raise CheckFailed(f"{answer}({_spectrum(spectrum)}) raised {error_text(outcome['error'])}")
+    values = outcome["values"]
+    if values is None:
+        values = []
+    if not isinstance(values, list) or not all(type(v) is float for v in values):
+        raise CheckFailed(f"{answer} should return a tuple of {size} numbers.")
+    if len(values) != size:
+        raise CheckFailed(
+            f"{answer} should return a tuple of {size} numbers; for {_spectrum(spectrum)} it "
+            f"returned {str(outcome['repr'])[:120]}."
+        )
+    return values
+
+
+def _spectrum(eigenvalues: Sequence[float]) -> str:
+    return "eigenvalues " + ", ".join(f"{float(v):g}" for v in eigenvalues)
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isfinite(a) and abs(a - b) <= 1e-9 * max(1.0, abs(b))
+
+
+def _explain(got: float, mistakes: dict[str, float]) -> str:
+    for sentence, value in mistakes.items():
+        if _close(got, value):
+            return f" This looks like a typical mistake: {sentence}"
+    return ""
+
+
+# --- measured_rate -----------------------------------------------------------------------------
+
+
+def measured_rate_fit() -> Part:
+    """exp of the least-squares slope of log(distance) against the step, from `skip` on."""
+    found = sequences()
+    calls = []
+    for _, distances, skip in found:
+        arg = (
+            list(distances) if isinstance(distances, list) else {"ndarray": torch.tensor(distances)}
+        )
+        calls.append({"args": [arg], "kwargs": {"skip": skip} if skip else {}})
+    arrays = [np.asarray(distances, dtype=np.float64) for _, distances, _ in found]
+    return Part(
+        "week02.produce:numbers",
+        judge_measured_rate_fit,
+        inputs={"calls": calls},
+        reference=lambda: [fit(arr, skip) for arr, (_, _, skip) in zip(arrays, found, strict=True)],
+        context={
+            "sequences": [
+                (name, arr, skip) for arr, (name, _, skip) in zip(arrays, found, strict=True)
+            ]
+        },
+    )
+
+
+def judge_measured_rate_fit(part: Part, outcomes: list[dict[str, Any]]) -> None:
+    """See :func:`measured_rate_fit`."""
+    for (name, arr, skip), expected, outcome in zip(
+        part.context["sequences"], part.expected, outcomes, strict=True
+    ):
+        if outcome.get("error"):
+            raise CheckFailed(f"measured_rate raised {error_text(outcome['error'])} on {name}.")
+        got = outcome["value"]
+        if type(got) is not float:
+            raise CheckFailed("measured_rate should return a number.")
+        if abs(got - expected) <= 1e-8 * expected:
+            continue
+        raise CheckFailed(
+            f"on {name}, measured_rate gave {got:.10g}; expected {expected:.10g}."
+            + _explain(got, measured_rate_mistakes(arr, skip, expected))
+        )
+
+
+def measured_rate_distances() -> Part:
+    """Euclidean distance from every point of a trajectory to the landscape's minimum."""
+    runs = distance_runs()
+    inputs = [
+        {
+            "landscape": name,
+            "fields": fields,
+            "path": torch.from_numpy(trajectory.path.copy()),
+            "losses": torch.from_numpy(trajectory.losses.copy()),
+            "diverged_at": trajectory.diverged_at,
+        }
+        for (name, fields, _), (_, trajectory) in zip(DISTANCE_RUNS, runs, strict=True)
+    ]
+    return Part(
+        "week02.produce:distances",
+        judge_measured_rate_distances,
+        inputs={"runs": inputs},
+        reference=lambda: [
+            np.linalg.norm(trajectory.path - np.asarray(landscape.minimum), axis=1)
+            for landscape, trajectory in runs
+        ],
+        context={"runs": runs},
+    )
+
+
+def judge_measured_rate_distances(part: Part, outcomes: list[dict[str, Any]]) -> None:
+    """See :func:`measured_rate_distances`."""
+    for (landscape, trajectory), expected, outcome in zip(
+        part.context["runs"], part.expected, outcomes, strict=True
+    ):
+        where = f"on the {landscape.name} landscape (minimum at {tuple(landscape.minimum)})"
+        if outcome.get("error"):
+            raise CheckFailed(
+                f"distances_to_minimum raised {error_text(outcome['error'])} {where}."
+            )
+        value = outcome["value"]
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.float64 or value.dim() != 1:
+            raise CheckFailed(f"{where}, distances_to_minimum should return numbers.")
+        got = value.numpy()
+        if got.shape != expected.shape:
+            raise CheckFailed(
+                f"{where}, a trajectory of {DISTANCE_STEPS} steps has {DISTANCE_STEPS + 1} "
+                f"points, so distances_to_minimum should return {DISTANCE_STEPS + 1} distances; "
+                f"it returned {got.size}."
+            )
+        if np.allclose(got, expected, rtol=1e-10, atol=1e-12):
+            continue
+        message = f"{where}, distances_to_minimum differs from ‖x_k − x*‖."
+        for sentence, values in distances_mistakes(trajectory, landscape, expected).items():
+            if np.allclose(got, values, rtol=1e-10, atol=1e-12):
+                message += f" This looks like a typical mistake: {sentence}"
+                break
+        raise CheckFailed(message)

@@ -1,0 +1,224 @@
+"""Trusted side: Week 3's hidden checks, by test cell.
+
+Exercise ids (grade ids in the notebook start with them): ``square_average``,
+``rmsprop_step``. Week 3 hides every ``torch.optim`` optimizer from the sandbox: the RMSprop
+must be the student's own (``torch.optim.Optimizer``, the base class, stays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from course_grading.core.buffers import buffers
+from course_grading.core.checks import CheckFailed, Checks, Part, error_text
+from course_grading.core.interface import closure, own_class, signature, value_errors
+from course_grading.core.optimizers import OptimizerSpec, against_torch, judge_against_torch
+from course_grading.core.runs import Case
+from course_grading.core.torch_hiding import TORCH_OPTIMIZERS
+from course_grading.week03.mistakes import (
+    RMSPROP_STEP_MISTAKES,
+    SQUARE_AVERAGE_MISTAKES,
+    square_averages,
+)
+
+HIDDEN_TORCH = TORCH_OPTIMIZERS
+
+RMSPROP = OptimizerSpec.of("RMSprop", RMSPROP_STEP_MISTAKES)
+
+
+def checks() -> Checks:
+    """Every test cell's hidden check."""
+    return {
+        "square_average_test": [square_average()],
+        "rmsprop_step_test_basic": [
+            own_class("RMSprop", extends_optimizer=True),
+            signature("RMSprop", RMSPROP.defaults, RMSPROP.reference),
+            rmsprop_runs(
+                [
+                    Case("default arguments"),
+                    Case("a small alpha", {"lr": 0.003, "alpha": 0.9}),
+                    Case("a large eps", {"lr": 0.01, "eps": 0.01}),
+                ]
+            ),
+        ],
+        "rmsprop_step_test_weight_decay": [
+            own_class("RMSprop"),
+            rmsprop_runs(
+                [
+                    Case("weight decay", {"lr": 0.005, "weight_decay": 0.1}),
+                    Case("maximize", {"lr": 0.002, "maximize": True}),
+                    Case(
+                        "maximize with weight decay",
+                        {"lr": 0.002, "weight_decay": 0.05, "maximize": True},
+                    ),
+                ]
+            ),
+        ],
+        "rmsprop_step_test_momentum": [
+            own_class("RMSprop"),
+            rmsprop_runs(
+                [
+                    Case("momentum 0.9", {"lr": 0.001, "momentum": 0.9}),
+                    Case(
+                        "momentum with weight decay and a small alpha",
+                        {"lr": 0.002, "momentum": 0.5, "weight_decay": 0.01, "alpha": 0.9},
+                    ),
+                ]
+            ),
+        ],
+        "rmsprop_step_test_centered": [
+            own_class("RMSprop"),
+            rmsprop_runs(
+                [
+                    Case("centered", {"lr": 0.003, "centered": True, "alpha": 0.9}),
+                    Case(
+                        "centered with momentum",
+                        {"lr": 0.001, "centered": True, "momentum": 0.9, "alpha": 0.9},
+                    ),
+                    Case(
+                        "centered with the default alpha, weight decay and maximize",
+                        {"lr": 0.002, "centered": True, "weight_decay": 0.05, "maximize": True},
+                    ),
+                ]
+            ),
+        ],
+        "rmsprop_step_test_state": [
+            own_class("RMSprop", extends_optimizer=True),
+            rmsprop_runs(
+                [
+                    Case("a frozen first layer", {"lr": 0.005, "momentum": 0.5}, frozen=(0,)),
+                    Case(
+                        "param groups with their own settings",
+                        {"lr": 0.003},
+                        groups=(
+                            {"layers": (0,), "alpha": 0.9, "centered": True},
+                            {"layers": (2, 4), "lr": 0.001, "momentum": 0.8, "weight_decay": 0.01},
+                        ),
+                    ),
+                ]
+            ),
+            buffers(
+                RMSPROP,
+                [
+                    Case(
+                        "RMSprop buffers, in two param groups",
+                        {"lr": 0.002, "momentum": 0.9},
+                        steps=16,
+                        groups=(
+                            {"layers": (0,), "centered": True},
+                            {"layers": (2, 4), "alpha": 0.9},
+                        ),
+                    ),
+                    Case("RMSprop buffers, a frozen layer", {"lr": 0.003}, frozen=(2,)),
+                ],
+                stop=8,
+            ),
+            closure("RMSprop", {"lr": 0.1}),
+        ],
+        "rmsprop_step_test_validation": [
+            value_errors(
+                "RMSprop",
+                invalid=[
+                    ({"lr": -0.01}, ("lr", "learning rate")),
+                    ({"lr": 0.01, "alpha": -0.5}, ("alpha",)),
+                    ({"lr": 0.01, "eps": -1e-8}, ("eps", "epsilon")),
+                    ({"lr": 0.01, "weight_decay": -1e-4}, ("weight_decay", "weight decay")),
+                    ({"lr": 0.01, "momentum": -0.9}, ("momentum",)),
+                ],
+                valid=[
+                    {"lr": 0.0},
+                    {"lr": 0.01, "alpha": 0.0, "eps": 0.0},
+                    {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
+                ],
+            )
+        ],
+    }
+
+
+# --- square_average ----------------------------------------------------------------------------
+
+# (alpha, shape of every gradient, number of gradients), drawn in this order from one generator.
+_SQUARE_AVERAGE_CASES = ((0.9, (3,), 6), (0.99, (2, 4), 12), (0.5, (5,), 4), (0.0, (3,), 3))
+
+
+def square_average() -> Part:
+    """v_t = alpha v_{t-1} + (1 - alpha) g_t², from v_0 = 0, for several alphas and shapes."""
+    gen = torch.Generator().manual_seed(11)
+    cases = [
+        {
+            "grads": [torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(steps)],
+            "alpha": alpha,
+        }
+        for alpha, shape, steps in _SQUARE_AVERAGE_CASES
+    ]
+    return Part(
+        "week03.produce:square_average_runs",
+        judge_square_average,
+        inputs={"cases": cases},
+        reference=lambda: [square_averages(c["grads"], c["alpha"]) for c in cases],
+        context={"cases": cases},
+    )
+
+
+def judge_square_average(part: Part, outcomes: list[dict[str, Any]]) -> None:
+    """See :func:`square_average`."""
+    for (alpha, shape, steps), case, expected, outcome in zip(
+        _SQUARE_AVERAGE_CASES, part.context["cases"], part.expected, outcomes, strict=True
+    ):
+        where = f"with alpha={alpha} and {steps} gradients of shape {tuple(shape)}"
+        if outcome.get("error"):
+            raise CheckFailed(f"square_average raised {error_text(outcome['error'])} {where}.")
+        got = list(outcome["averages"])
+        if len(got) != steps:
+            raise CheckFailed(
+                f"{where}, square_average should return {steps} averages, one after each "
+                f"gradient; it returned {len(got)}."
+            )
+        for t, (mine, want) in enumerate(zip(got, expected, strict=True), start=1):
+            mine = torch.as_tensor(mine, dtype=torch.float64)
+            if mine.shape == want.shape and torch.allclose(mine, want, rtol=1e-10, atol=1e-12):
+                continue
+            message = f"{where}, the average after gradient {t} differs from the expected one."
+            for sentence, wrong in SQUARE_AVERAGE_MISTAKES:
+                if _same_averages(got, wrong(case["grads"], alpha)):
+                    message += f" This looks like a typical mistake: {sentence}"
+                    break
+            raise CheckFailed(message)
+
+
+def _same_averages(got: Sequence[Any], values: Sequence[torch.Tensor]) -> bool:
+    return all(
+        torch.as_tensor(a, dtype=torch.float64).shape == b.shape
+        and torch.allclose(torch.as_tensor(a, dtype=torch.float64), b, rtol=1e-10)
+        for a, b in zip(got, values, strict=True)
+    )
+
+
+# --- rmsprop_step ------------------------------------------------------------------------------
+
+
+def rmsprop_runs(cases: Sequence[Case]) -> Part:
+    """Many steps against torch.optim.RMSprop, with hints for NaN and misshapen buffers."""
+    return dataclasses.replace(against_torch(RMSPROP, cases), judge=judge_rmsprop_runs)
+
+
+def judge_rmsprop_runs(part: Part, found: dict[str, Any]) -> None:
+    """:func:`judge_against_torch`, adding a hint to any message that shows NaN or a shape
+    mismatch (also when the student's code raised)."""
+    try:
+        judge_against_torch(part, found)
+    except CheckFailed as failure:
+        message = str(failure)
+        if "is nan with your optimizer" in message:
+            message += (
+                " Your update produced NaN, typically the square root of a negative number: "
+                "square_avg must average g² (never negative), and the centered variance is "
+                "square_avg − grad_avg², with grad_avg averaging the gradients themselves."
+            )
+        elif "size of tensor" in message or "match the broadcast shape" in message:
+            message += " Each parameter needs its own buffers, shaped like it, in self.state[p]."
+        raise CheckFailed(message) from None
