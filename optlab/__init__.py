@@ -6,8 +6,9 @@
 - ``memory``: measure the tensors an optimizer keeps in its state (Week 4);
 - ``schedules_widget``, ``tracking``: learning-rate schedule widget, TensorBoard logging (Week 5);
 - ``bandwidth``: timing and memory-bandwidth figures (Week 6);
-- ``launch``, ``collectives``, ``zero_memory``, ``zero_runs``, ``zero_bench``: multi-process
-  runs, the ZeRO memory calculator and the memory/time comparison (Week 7).
+- ``launch``, ``collectives``, ``zero_memory``, ``zero_runs``, ``zero_bench``, ``zero_train``:
+  multi-process runs, the ZeRO memory calculator, the memory/time comparison, and training with
+  a ZeRO-1 module under ``torchrun`` (Week 7).
 - ``orthogonal``, ``newton_schulz_widget``, ``training``: singular values of updates, the
   Newton–Schulz polynomial and its widget, and the steps-and-seconds race of optimizers (Week 8).
 

@@ -1,44 +1,57 @@
 """Start N worker processes that run one function with ``torch.distributed``, and collect results.
 
-Real data-parallel jobs start one process per device (``torchrun``); a notebook cannot do that
-with its own functions, because a new process cannot import code defined in a notebook. So the
-worker code lives in a module file (a ``%%writefile`` cell writes one), and :func:`launch`
-starts ``world_size`` fresh processes that each
+Real data-parallel jobs start one process per device (``torchrun``; ``optlab.zero_train`` runs
+Week 7 that way); a notebook cannot do that with its own functions, because a new process cannot
+import code defined in a notebook. So the worker code lives in a module file (a ``%%writefile``
+cell writes one), and :func:`launch` starts ``world_size`` processes that each
 
-1. join one process group on a free local port (``gloo`` on CPU; on GPU ``nccl`` when there are
-   as many GPUs as ranks, otherwise ``gloo`` with several ranks sharing a GPU),
+1. join one process group (``gloo`` on CPU; on GPU ``nccl`` when there are as many GPUs as
+   ranks, otherwise ``gloo`` with several ranks sharing a GPU) through the store of rank 0, on a
+   port that the system picks and the launcher passes on,
 2. import the module file and call ``function(*args, **kwargs)``,
 3. send back what it returned, or the exception with its traceback.
 
-Nothing hangs: ``timeout`` seconds after the ranks started, every rank still running is stopped,
-and the error says where each one was waiting (usually in a collective that another rank never
-called).
-
-Importing torch costs a second or two of CPU per process. On Linux the ranks are therefore
-forked from one fresh helper process that imported torch once (it never touches a GPU before
-forking); elsewhere each rank is its own fresh interpreter.
+The processes come from :mod:`multiprocessing`'s fork server, which imports torch once (it never
+touches a GPU) and forks every rank of every job; without one (or with ``OPTLAB_LAUNCH_SPAWN=1``)
+each rank is a fresh interpreter. Added here, because multiprocessing does not give it: a timeout
+for the whole job (``timeout`` seconds after the ranks started, every rank still running is
+stopped, and the error says where each one was waiting, usually in a collective that another
+rank never called), the traceback of the rank that failed first, the ranks' output kept away from
+the caller's standard error (a notebook shows it, and nbgrader fails the cell), and ranks that end
+when the process that launched them ends.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import datetime
+import faulthandler
+import importlib
+import importlib.util
+import io
+import multiprocessing
 import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import traceback
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import forkserver
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 __all__ = [
     "DevicePlan",
@@ -55,12 +68,12 @@ __all__ = [
 DEVICE_ENV = "OPTLAB_DEVICE"
 # How long ranks may take to start (to import torch) before the job's own timeout begins.
 STARTUP_LIMIT_S = 180.0
+# What the fork server imports once for all ranks: torch.distributed, and torch._dynamo, which
+# the first optimizer step imports (seconds of CPU otherwise, in every rank).
+PRELOAD = ["torch", "torch.distributed", "torch._dynamo", "torch.distributed.optim", __name__]
 
-_PORT_IN_USE = re.compile(r"address already in use|EADDRINUSE|errno: 98", re.I)
-_BOOT = (
-    "import sys; sys.path[:0] = [p for p in sys.argv[3].split(sys.argv[4]) if p]; "
-    "from optlab import launch; launch._{}_main(sys.argv[1], int(sys.argv[2]))"
-)
+_LOG_LOCK = threading.Lock()
+_log: Any = None  # where processes started by the launcher write before a rank takes over
 
 
 class LaunchError(RuntimeError):
@@ -121,8 +134,6 @@ def rank_device() -> torch.device:
 
 def load_module(path: str | os.PathLike[str]) -> Any:
     """Import a module file afresh (a plain ``import`` would keep the first version it saw)."""
-    import importlib.util
-
     file = Path(path).resolve()
     if not file.is_file():
         raise FileNotFoundError(f"no module file {file}: run the cell that writes it first")
@@ -162,21 +173,21 @@ def launch(
     strings, lists and dicts are fine. With ``echo`` each rank's printed output is shown
     afterwards, prefixed with its rank. Raises :class:`LaunchError` with the traceback of the
     first rank that failed, or :class:`LaunchTimeout` when the ranks still run ``timeout``
-    seconds after they started.
+    seconds after they started. As with any use of multiprocessing, a script that calls it needs
+    an ``if __name__ == "__main__":`` guard (the ranks import the script, not run it).
     """
     plan = plan_devices(world_size, device)
-    target_str = os.fspath(target)
-    is_file = target_str.endswith(".py") or os.sep in target_str
+    name = os.fspath(target)
+    is_file = name.endswith(".py") or os.sep in name
     search = [str(Path(p).resolve()) for p in paths]
     if is_file:
-        file = Path(target_str).resolve()
+        file = Path(name).resolve()
         if not file.is_file():
             raise FileNotFoundError(f"no module file {file}: run the cell that writes it first")
-        target_str = str(file)
+        name = str(file)
         search.insert(0, str(file.parent))
-    search.append(str(Path(__file__).resolve().parent.parent))  # optlab itself
     job = {
-        "target": target_str,
+        "target": name,
         "is_file": is_file,
         "function": function,
         "args": tuple(args),
@@ -185,272 +196,222 @@ def launch(
         "devices": plan.devices,
         "timeout": timeout,
         "threads": threads,
+        "search": search,
     }
-    for attempt in range(3):
-        try:
-            results, outputs = _run_job(job, search, timeout)
-        except LaunchError as exc:
-            if attempt < 2 and _PORT_IN_USE.search(str(exc)):
-                continue  # another job took the port between our check and rank 0's bind
-            raise
-        if echo:
-            for rank, text in enumerate(outputs):
-                for line in text.splitlines():
-                    print(f"[rank {rank}] {line}")
-        return results
-    raise AssertionError("unreachable")
+    results, outputs = _run_job(job, timeout)
+    if echo:
+        for rank, text in enumerate(outputs):
+            for line in text.splitlines():
+                print(f"[rank {rank}] {line}")
+    return results
 
 
-# --- the parent: start the ranks, wait, collect --------------------------------------------
+# --- the launcher: start the ranks, wait, collect ------------------------------------------------
 
 
-class _Zygote:
-    """A helper process that imported torch once and forks the ranks of every job (Linux).
+def _context() -> BaseContext:
+    """multiprocessing's fork server, preloaded with torch; spawn where there is none."""
+    if (
+        os.environ.get("OPTLAB_LAUNCH_SPAWN")
+        or "forkserver" not in multiprocessing.get_all_start_methods()
+    ):
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
 
-    It lives as long as the process that started it (a notebook kernel, a test session), so
-    only the first job pays for importing torch; it never touches a GPU itself.
+
+@contextlib.contextmanager
+def _output_to_log() -> Iterator[None]:
+    """Point file descriptors 1 and 2 at a log file while processes are started.
+
+    A process started meanwhile (the fork server, a spawned rank) inherits them, so what it
+    writes before a rank redirects its own output never reaches the caller's standard error.
     """
+    global _log
+    with _LOG_LOCK:
+        if _log is None:
+            _log = tempfile.TemporaryFile()  # unnamed: nothing is left behind
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            for fd in (1, 2):
+                os.dup2(_log.fileno(), fd)
+            yield
+        finally:
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
 
-    _proc: subprocess.Popen | None = None
-    _log: Any = None  # an unnamed temporary file: nothing is left behind
-    _lock = threading.Lock()
 
-    @classmethod
-    def submit(cls, folder: Path, world_size: int) -> subprocess.Popen:
-        """Ask the helper to fork ``world_size`` ranks for the job in ``folder``."""
-        with cls._lock:
-            if cls._proc is None or cls._proc.poll() is not None:
-                cls._start()
-            assert cls._proc is not None and cls._proc.stdin is not None
-            try:
-                cls._proc.stdin.write(f"{folder}\t{world_size}\n".encode())
-                cls._proc.stdin.flush()
-            except (BrokenPipeError, OSError):
-                cls._start()
-                return cls.submit(folder, world_size)
-            return cls._proc
+def _log_size() -> int:
+    return os.fstat(_log.fileno()).st_size if _log is not None else 0
 
-    @classmethod
-    def _start(cls) -> None:
-        if cls._log is None:
-            cls._log = tempfile.TemporaryFile()  # lives as long as this process
-            atexit.register(cls._close)
-        cls._log.seek(0)
-        cls._log.truncate()
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        own_path = str(Path(__file__).resolve().parent.parent)
-        cls._proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOT.format("zygote"), "", "0", own_path, os.pathsep],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=cls._log,
-            stderr=subprocess.STDOUT,
-        )
 
-    @classmethod
-    def log_tail(cls) -> str:
-        """The last lines the helper printed (its error, if it died)."""
-        if cls._log is None:
-            return ""
-        cls._log.seek(0)
-        text = cls._log.read().decode(errors="replace")
-        return "\n".join(text.splitlines()[-15:])
-
-    @classmethod
-    def _close(cls) -> None:
-        proc = cls._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(Exception):
-                proc.kill()
-                proc.wait(timeout=5)
+def _log_tail(start: int) -> str:
+    """What processes wrote to the log, from offset ``start``, while they started."""
+    if _log is None:
+        return ""
+    end = _log_size()
+    begin = max(start, end - 4000)
+    return os.pread(_log.fileno(), end - begin, begin).decode(errors="replace")
 
 
 class _Ranks:
-    """The running ranks of one job, forked by the helper or started one by one."""
+    """The processes of one job and what they sent: a ready time, then a result."""
 
-    def __init__(self, folder: Path, world_size: int, search: list[str], env: dict) -> None:
+    def __init__(self, world_size: int, folder: Path) -> None:
         self.folder = folder
-        self.world_size = world_size
-        self.forked = sys.platform.startswith("linux") and not os.environ.get("OPTLAB_LAUNCH_SPAWN")
-        self.procs: list[subprocess.Popen] = []
-        if self.forked:
-            self.zygote = _Zygote.submit(folder, world_size)
-            return
-        command = [sys.executable, "-c", _BOOT.format("spawned"), str(folder), "", "", os.pathsep]
-        command[5] = os.pathsep.join(search)
-        for rank in range(world_size):
-            command[4] = str(rank)
-            with open(folder / f"rank{rank}.out", "w") as out:
-                self.procs.append(
-                    subprocess.Popen(
-                        command,
-                        env={**env, **_rank_env(rank, env["OPTLAB_DEVICES"])},
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                    )
+        self.log_start = _log_size()
+        self.ready: list[float | None] = [None] * world_size
+        self.results: list[dict[str, Any] | None] = [None] * world_size
+        self.ended: list[float | None] = [None] * world_size  # when its channel closed
+        self.procs: list[BaseProcess] = []
+        self.channels: list[Connection] = []
+
+    def start(self, job: dict[str, Any]) -> None:
+        """Start one process per rank, each with a pipe to send back what it has to say."""
+        context = _context()
+        buffer = io.BytesIO()
+        torch.save(job, buffer)  # tensors travel as data, not as shared memory
+        sends = []
+        for rank in range(len(self.results)):
+            receive, send = context.Pipe()
+            self.channels.append(receive)
+            sends.append(send)
+            self.procs.append(
+                context.Process(  # type: ignore[attr-defined]
+                    target=_rank_main, args=(rank, buffer.getvalue(), send, str(self.folder))
                 )
+            )
+        forked = context.get_start_method() == "forkserver"
+        try:
+            with _output_to_log():  # the fork server, or each spawned rank, inherits the log
+                for proc in [] if forked else self.procs:
+                    proc.start()
+                if forked:
+                    forkserver.ensure_running()
+            if forked:  # one request to the fork server per rank, all at once: less waiting
+                with ThreadPoolExecutor(len(self.procs)) as pool:
+                    list(pool.map(BaseProcess.start, self.procs))
+        except Exception as exc:  # the fork server died, or processes ran out
+            tail = _log_tail(self.log_start)
+            raise LaunchError(f"could not start the ranks: {exc}\n{tail}") from exc
+        finally:
+            for send in sends:  # each rank holds its copy: the pipe ends when the rank ends
+                send.close()
 
-    def poll(self) -> list[int | None]:
-        """Each rank's exit code, or ``None`` while it runs."""
-        if not self.forked:
-            return [proc.poll() for proc in self.procs]
-        codes: list[int | None] = []
-        for rank in range(self.world_size):
-            exit_file = self.folder / f"rank{rank}.exit"
-            codes.append(int(exit_file.read_text()) if exit_file.exists() else None)
-        if self.zygote.poll() is not None:  # the helper died (e.g. torch failed to import)
-            codes = [-1 if code is None else code for code in codes]
-        return codes
+    def receive(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for messages, then take in every message that came."""
+        wait([c for c in self.channels if not c.closed], max(seconds, 0.0))
+        for rank, channel in enumerate(self.channels):
+            while not channel.closed and channel.poll():
+                try:
+                    message = channel.recv()
+                except (EOFError, OSError):  # the rank ended
+                    channel.close()
+                    self.ended[rank] = time.monotonic()
+                    break
+                if message[0] == "ready":
+                    self.ready[rank] = message[1]
+                elif message[0] == "port":  # rank 0's store: tell the others where it is
+                    for other in self.channels[1:]:
+                        with contextlib.suppress(OSError):
+                            other.send(message[1])
+                else:
+                    self.results[rank] = torch.load(io.BytesIO(message[2]), weights_only=False)
+                    self.results[rank]["at"] = message[1]
 
-    def pids(self) -> list[int | None]:
-        """Each rank's process id, if known."""
-        if not self.forked:
-            return [proc.pid for proc in self.procs]
-        out: list[int | None] = []
-        for rank in range(self.world_size):
-            pid_file = self.folder / f"rank{rank}.pid"
-            out.append(int(pid_file.read_text()) if pid_file.exists() else None)
-        return out
+    def failures(self) -> list[tuple[float, int]]:
+        """(when, rank) for each rank that raised, or ended without sending a result."""
+        out = []
+        for rank, (result, ended) in enumerate(zip(self.results, self.ended, strict=True)):
+            if result is not None and not result["ok"]:
+                out.append((result["at"], rank))
+            elif result is None and ended is not None:
+                out.append((ended, rank))
+        return sorted(out)
 
-    def signal_running(self, sig: int) -> None:
-        """Send ``sig`` to every rank that is still running."""
-        for pid, code in zip(self.pids(), self.poll(), strict=True):
-            if pid is not None and code is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
+    def wait(self, timeout: float) -> list[int]:
+        """Wait until every rank is done, one fails, or time runs out; the ranks left running.
+
+        The clock starts once every rank has started: the first job also waits for the fork
+        server to import torch, which takes seconds on a busy machine.
+        """
+        start_by = time.monotonic() + max(STARTUP_LIMIT_S, timeout)
+        deadline = None
+        while True:
+            if deadline is None and None not in self.ready:
+                deadline = time.monotonic() + timeout
+            if self.failures():
+                # Give the other ranks a moment: the first failure is the cause, the rest follow.
+                grace = time.monotonic() + 0.3
+                while time.monotonic() < grace:
+                    self.receive(grace - time.monotonic())
+                return []
+            if all(r is not None and r["ok"] for r in self.results):
+                return []
+            left = (deadline or start_by) - time.monotonic()
+            if left <= 0:
+                break
+            self.receive(left)
+        running = [rank for rank, r in enumerate(self.results) if r is None]
+        for rank in running:
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(self.procs[rank].pid, signal.SIGUSR1)  # type: ignore[arg-type]
+        stacks = [self.folder / f"rank{rank}.stack" for rank in running]
+        until = time.monotonic() + 1.0  # faulthandler writes where each rank is
+        while time.monotonic() < until and not all(p.exists() and p.stat().st_size for p in stacks):
+            time.sleep(0.02)
+        return running
 
     def stop(self) -> None:
-        """Kill whatever still runs and wait for it."""
-        self.signal_running(signal.SIGKILL)
+        """Kill whatever still runs and wait for it (a few seconds at most)."""
         for proc in self.procs:
-            if proc.poll() is None:
+            if proc.pid is not None and proc.exitcode is None:
                 proc.kill()
-            proc.wait()
-        if self.forked:
-            # Wait until the helper has reaped every rank, so their exit codes are known.
-            deadline = time.monotonic() + 5
-            while None in self.poll() and time.monotonic() < deadline:
-                time.sleep(0.01)
+        until = time.monotonic() + 10
+        for proc, channel in zip(self.procs, self.channels, strict=True):
+            if proc.pid is not None:
+                proc.join(max(until - time.monotonic(), 0))
+            channel.close()
 
     def output(self, rank: int) -> str:
         """What the rank printed."""
         path = self.folder / f"rank{rank}.out"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        if self.forked and self.zygote.poll() is not None:
-            text += _Zygote.log_tail()
-        return text
+        return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _rank_env(rank: int, devices: str) -> dict[str, str]:
-    return {"RANK": str(rank), "LOCAL_RANK": str(rank), DEVICE_ENV: devices.split(",")[rank]}
-
-
-def _run_job(job: dict[str, Any], search: list[str], timeout: float) -> tuple[list[Any], list[str]]:
-    world_size = len(job["devices"])
+def _run_job(job: dict[str, Any], timeout: float) -> tuple[list[Any], list[str]]:
     with tempfile.TemporaryDirectory(prefix="optlab-launch-") as tmp:
-        folder = Path(tmp)
-        env = {
-            "OMP_NUM_THREADS": str(job["threads"]),
-            "MKL_NUM_THREADS": str(job["threads"]),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": "",
-            "WORLD_SIZE": str(world_size),
-            "LOCAL_WORLD_SIZE": str(world_size),
-            "OPTLAB_DEVICES": ",".join(job["devices"]),
-            "PYTHONUNBUFFERED": "1",
-        }
-        if sys.platform.startswith("linux") and "GLOO_SOCKET_IFNAME" not in os.environ:
-            env["GLOO_SOCKET_IFNAME"] = "lo"  # stay on loopback, whatever the hostname
-        job = {**job, "port": free_port(), "search": search}
-        env["MASTER_PORT"] = str(job["port"])
-        job["env"] = env
-        torch.save(job, folder / "job.pt")
-        ranks = _Ranks(folder, world_size, search, {**os.environ, **env})
+        ranks = _Ranks(len(job["devices"]), Path(tmp))
         try:
-            failed, unfinished = _wait(ranks, timeout)
+            ranks.start(job)
+            running = ranks.wait(timeout)
         finally:
             ranks.stop()
-        outputs = [ranks.output(rank) for rank in range(world_size)]
-        results = [_read_result(folder, rank) for rank in range(world_size)]
-        if unfinished:
-            raise LaunchTimeout(_timeout_message(job, unfinished, folder, timeout))
-        if failed is not None:
-            raise _failure(job, failed, results, outputs, ranks.poll())
-        return [r["value"] for r in results], outputs
+        outputs = [ranks.output(rank) for rank in range(len(ranks.procs))]
+        if ranks.failures():
+            raise _failure(job, ranks, outputs)
+        if running:
+            raise LaunchTimeout(_timeout_message(job, ranks, running, timeout))
+        return [r["value"] for r in ranks.results], outputs  # type: ignore[index]
 
 
-def _wait(ranks: _Ranks, timeout: float) -> tuple[int | None, list[int]]:
-    """Wait until all ranks are done, one fails, or time runs out: (failed, unfinished).
-
-    The clock starts once every rank has started (imported torch): the first job of a session
-    also waits for the helper process to import it, which takes seconds on a busy machine.
-    """
-    folder = ranks.folder
-    start_by = time.monotonic() + max(STARTUP_LIMIT_S, timeout)
-    deadline = None
-    while True:
-        now = time.monotonic()
-        if deadline is None:
-            if all((folder / f"rank{r}.ready").exists() for r in range(ranks.world_size)):
-                deadline = now + timeout
-            elif now > start_by:
-                break
-        elif now > deadline:
-            break
-        codes = ranks.poll()
-        bad = [rank for rank, code in enumerate(codes) if code not in (None, 0)]
-        if bad:
-            # Give the other ranks a moment: the first failure is the cause, the rest follow it.
-            time.sleep(0.3)
-            bad = [rank for rank, code in enumerate(ranks.poll()) if code not in (None, 0)]
-            return _first_failure(bad, folder), []
-        # A rank is done once its result is written (it may still be closing its group).
-        if all(code == 0 or (folder / f"rank{r}.pt").exists() for r, code in enumerate(codes)):
-            if all(_read_result(folder, r)["ok"] for r in range(len(codes))):
-                return None, []
-        time.sleep(0.02)
-    unfinished = [rank for rank, code in enumerate(ranks.poll()) if code is None]
-    if hasattr(signal, "SIGUSR1"):
-        ranks.signal_running(signal.SIGUSR1)  # faulthandler writes where each rank is
-        time.sleep(0.5)
-    return None, unfinished
-
-
-def _first_failure(bad: list[int], folder: Path) -> int:
-    """The rank whose error was written first (the others usually fail because of it)."""
-    stamped = []
-    for rank in bad:
-        result = folder / f"rank{rank}.pt"
-        stamped.append((result.stat().st_mtime if result.exists() else float("inf"), rank))
-    return min(stamped)[1]
-
-
-def _read_result(folder: Path, rank: int) -> dict[str, Any]:
-    path = folder / f"rank{rank}.pt"
-    if not path.exists():
-        return {"ok": False, "error": "", "traceback": ""}
-    return torch.load(path, weights_only=False)
-
-
-def _failure(
-    job: dict[str, Any],
-    rank: int,
-    results: list[dict[str, Any]],
-    outputs: list[str],
-    codes: list[int | None],
-) -> LaunchError:
-    result = results[rank]
+def _failure(job: dict[str, Any], ranks: _Ranks, outputs: list[str]) -> LaunchError:
+    """The error of the rank that failed first (the others usually fail because of it)."""
+    failed = [rank for _, rank in ranks.failures()]
+    rank = failed[0]
+    result = ranks.results[rank] or {}
     if result.get("traceback"):
         detail = result["traceback"].rstrip()
     else:
-        tail = "\n".join(outputs[rank].rstrip().splitlines()[-15:])
-        why = " (the helper process that forks the ranks died)" if codes[rank] == -1 else ""
-        detail = f"the process ended with exit code {codes[rank]}{why} and no Python error.\n{tail}"
-    others = [r for r in range(len(results)) if r != rank and results[r].get("error")]
-    message = f"rank {rank} of {len(results)} failed running {_target_name(job)}:\n{detail}"
-    if others:
-        listed = ", ".join(map(str, others))
+        # Nothing printed: the rank died while starting, and multiprocessing wrote why in the log.
+        tail = "\n".join((outputs[rank].strip() or _log_tail(ranks.log_start)).splitlines()[-15:])
+        code = ranks.procs[rank].exitcode
+        detail = f"the process ended with exit code {code} and no Python error.\n{tail}".strip()
+    message = f"rank {rank} of {len(ranks.procs)} failed running {_target_name(job)}:\n{detail}"
+    if others := failed[1:]:
+        listed = ", ".join(map(str, sorted(others)))
         message += (
             f"\n(rank{'s' if len(others) > 1 else ''} {listed} then failed too, because of it)"
         )
@@ -459,23 +420,19 @@ def _failure(
     )
 
 
-def _timeout_message(
-    job: dict[str, Any], unfinished: list[int], folder: Path, timeout: float
-) -> str:
-    waiting = [r for r in unfinished if not (folder / f"rank{r}.ready").exists()]
-    if waiting:
+def _timeout_message(job: dict[str, Any], ranks: _Ranks, running: list[int], timeout: float) -> str:
+    if waiting := [rank for rank in running if ranks.ready[rank] is None]:
         return (
             f"{_target_name(job)}: ranks {waiting} did not even start within "
             f"{max(STARTUP_LIMIT_S, timeout):g} s (importing torch); the machine is overloaded."
         )
     lines = [
-        f"{_target_name(job)} did not finish within {timeout:g} s; ranks {unfinished} were "
+        f"{_target_name(job)} did not finish within {timeout:g} s; ranks {running} were "
         "stopped. A rank that waits forever is usually inside a collective that another rank "
         "never called (for example a broadcast inside `if rank == ...`)."
     ]
-    for rank in unfinished:
-        where = _stuck_at(folder / f"rank{rank}.stack")
-        if where:
+    for rank in running:
+        if where := _stuck_at(ranks.folder / f"rank{rank}.stack"):
             lines.append(f"rank {rank} was waiting at {where}")
     return "\n".join(lines)
 
@@ -498,158 +455,105 @@ def _target_name(job: dict[str, Any]) -> str:
     return f"{where}:{job['function']}"
 
 
-# --- inside the helper process and the ranks -------------------------------------------------
+# --- inside a rank ------------------------------------------------------------------------------
 
 
-def _zygote_main(_folder: str, _rank: int) -> None:
-    """The helper: import torch once, then fork the ranks of each job it is sent on stdin.
-
-    A job is one line ``FOLDER<TAB>WORLD_SIZE``; the helper writes ``rank{r}.pid`` when it
-    forks a rank and ``rank{r}.exit`` (the exit code) when that rank ends. It exits when its
-    stdin closes or its parent dies.
-    """
-    import importlib
-    import select
-
-    # Imported once here and shared by every fork: torch.distributed, and torch._dynamo, which
-    # the first optimizer step imports (seconds of CPU otherwise, in every rank).
-    for name in ("torch.distributed", "torch._dynamo", "torch.distributed.optim"):
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
-    _die_with_parent()
-    sys.stdout.flush()
-    children: dict[int, tuple[Path, int]] = {}
-    pending = b""
-    while True:
-        ready, _, _ = select.select([0], [], [], 0.02 if children else 0.5)
-        if ready:
-            data = os.read(0, 65536)
-            if not data:
-                break
-            pending += data
-            while b"\n" in pending:
-                line, pending = pending.split(b"\n", 1)
-                folder_name, world_size = line.decode().split("\t")
-                for rank in range(int(world_size)):
-                    pid = _fork_rank(Path(folder_name), rank)
-                    children[pid] = (Path(folder_name), rank)
-                    _write_atomic(Path(folder_name) / f"rank{rank}.pid", str(pid))
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            folder, rank = children.pop(pid, (None, 0))
-            if folder is not None:
-                code = os.waitstatus_to_exitcode(status)
-                _write_atomic(folder / f"rank{rank}.exit", str(code))
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _fork_rank(folder: Path, rank: int) -> int:
-    """Fork one rank of the job in ``folder``; in the parent, return its pid."""
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1
-    try:
-        _die_with_parent()
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        out = os.open(folder / f"rank{rank}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        code = _worker_main(folder, rank)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def _spawned_main(folder_name: str, rank: int) -> None:
-    """One rank in its own fresh interpreter."""
-    sys.exit(_worker_main(Path(folder_name), rank))
-
-
-def _die_with_parent() -> None:
-    """On Linux, end this process when its parent ends (no orphans if the kernel dies)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _worker_main(folder: Path, rank: int) -> int:
-    """One rank: join the group, run the function, write the result; the exit code."""
-    import datetime
-    import faulthandler
-    import importlib
-    import traceback
-
-    import torch.distributed as dist
-
-    (folder / f"rank{rank}.ready").touch()
-    stack = open(folder / f"rank{rank}.stack", "w")  # kept open for faulthandler
+def _rank_main(rank: int, job_bytes: bytes, channel: Connection, folder: str) -> None:
+    """One rank: run the job's function and send back its result or its error."""
+    out = os.open(Path(folder, f"rank{rank}.out"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    for fd in (1, 2):
+        os.dup2(out, fd)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError):
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    parent = multiprocessing.parent_process()
+    assert parent is not None
+    threading.Thread(target=_exit_after, args=(parent,), daemon=True).start()
     if hasattr(signal, "SIGUSR1"):
+        stack = open(Path(folder, f"rank{rank}.stack"), "w")  # kept open for faulthandler
         faulthandler.register(signal.SIGUSR1, file=stack, all_threads=False)
-    job = torch.load(folder / "job.pt", weights_only=False)
-    os.environ.update(job["env"])
-    os.environ.update(_rank_env(rank, job["env"]["OPTLAB_DEVICES"]))
+    channel.send(("ready", time.monotonic()))
+    job = torch.load(io.BytesIO(job_bytes), weights_only=False)
+    failed = False
+    try:
+        message = _packed({"ok": True, "value": _call(job, rank, channel)})
+    except BaseException as exc:  # report everything, even SystemExit, to the launcher
+        failed = True
+        error = f"{type(exc).__name__}: {exc}".strip()[:8000]
+        message = _packed({"ok": False, "error": error, "traceback": _user_traceback(exc)})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    channel.send(("result", time.monotonic(), message))
+    if failed:
+        os._exit(1)  # now: a teardown would wait for ranks that are still inside a collective
+    # Stay until the launcher, once it holds every result, stops the ranks: a rank that closed its
+    # process group now could break the connections of a rank still setting up its own.
+    parent.join()
+
+
+def _exit_after(parent: BaseProcess) -> None:
+    """End this rank when the process that launched it ends (a notebook kernel that died)."""
+    parent.join()
+    os._exit(1)
+
+
+def _call(job: dict[str, Any], rank: int, channel: Connection) -> Any:
+    """Join the process group, import the target and call the function: its value."""
+    world_size = len(job["devices"])
+    timeout = datetime.timedelta(seconds=job["timeout"])
+    # Rank 0 serves the store on a port the system picks, so no other job can have it; the
+    # launcher passes the port on to the other ranks.
+    if rank == 0:
+        store = dist.TCPStore("127.0.0.1", 0, world_size, True, timeout, wait_for_workers=False)
+        channel.send(("port", store.port))
+    else:
+        store = dist.TCPStore("127.0.0.1", channel.recv(), world_size, False, timeout)
+    os.environ.update(
+        OMP_NUM_THREADS=str(job["threads"]),
+        MKL_NUM_THREADS=str(job["threads"]),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(store.port),
+        WORLD_SIZE=str(world_size),
+        LOCAL_WORLD_SIZE=str(world_size),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        OPTLAB_DEVICES=",".join(job["devices"]),
+        **{DEVICE_ENV: job["devices"][rank]},
+    )
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # stay on loopback, whatever the host
     sys.path[:0] = job["search"]
     torch.set_num_threads(job["threads"])
-    result: dict[str, Any]
-    try:
-        device = torch.device(job["devices"][rank])
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(
-            job["backend"],
-            init_method=f"tcp://127.0.0.1:{job['port']}",
-            rank=rank,
-            world_size=len(job["devices"]),
-            timeout=datetime.timedelta(seconds=job["timeout"]),
-            **({"device_id": device} if job["backend"] == "nccl" else {}),
-        )
-        if job["is_file"]:
-            module = load_module(job["target"])
-        else:
-            module = importlib.import_module(job["target"])
-        value = getattr(module, job["function"])(*job["args"], **job["kwargs"])
-        result = {"ok": True, "value": value}
-    except BaseException as exc:  # report everything, even SystemExit, to the parent
-        result = {
-            "ok": False,
-            "error": f"{type(exc).__name__}: {exc}".strip()[:8000],
-            "traceback": _user_traceback(exc, traceback),
-        }
-    torch.save(result, folder / f"rank{rank}.tmp")
-    os.replace(folder / f"rank{rank}.tmp", folder / f"rank{rank}.pt")
-    sys.stdout.flush()
-    if not result["ok"]:
-        # Leave now: a teardown would wait for ranks that are still inside a collective.
-        os._exit(1)
-    if dist.is_initialized():
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
-    return 0
+    device = torch.device(job["devices"][rank])
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(
+        job["backend"],
+        store=store,
+        rank=rank,
+        world_size=world_size,
+        timeout=timeout,
+        **({"device_id": device} if job["backend"] == "nccl" else {}),
+    )
+    if job["is_file"]:
+        module = load_module(job["target"])
+    else:
+        module = importlib.import_module(job["target"])
+    return getattr(module, job["function"])(*job["args"], **job["kwargs"])
 
 
-def _user_traceback(exc: BaseException, traceback: Any) -> str:
+def _packed(result: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(result, buffer)
+    return buffer.getvalue()
+
+
+def _user_traceback(exc: BaseException) -> str:
     """The traceback without the launcher's frames and without frames that hide themselves."""
     kept = [
         (frame, lineno)
         for frame, lineno in traceback.walk_tb(exc.__traceback__)
-        if not frame.f_code.co_filename.endswith(os.path.join("optlab", "launch.py"))
+        if frame.f_code.co_filename != __file__
         and "<frozen importlib" not in frame.f_code.co_filename
         and not frame.f_locals.get("__tracebackhide__", False)
     ]

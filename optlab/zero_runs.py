@@ -39,6 +39,7 @@ __all__ = [
     "state_dict_problem",
     "summarize_check",
     "tracking",
+    "train_zero1",
 ]
 
 # The small float64 model of the quick checks: 16 inputs, 4 classes, uneven layer sizes.
@@ -289,6 +290,35 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
+def train_zero1(
+    zero1: Any,
+    optimizer_class: type[torch.optim.Optimizer],
+    kwargs: dict,
+    steps: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[nn.Module, torch.optim.Optimizer, list[float]]:
+    """On every rank: the checks' model trained ``steps`` steps with ``zero1``'s ZeRO-1.
+
+    ``zero1`` is the module with ``ZeroRedundancyOptimizer``, which wraps ``optimizer_class``;
+    each rank trains on its own mini-batches (:func:`rank_batch`). Returns the model, the sharded
+    optimizer and this rank's loss at each step. :func:`check_run` (through ``optlab.launch``)
+    and ``optlab.zero_train`` (under ``torchrun``) both train with it.
+    """
+    rank = dist.get_rank()
+    model = mlp(CHECK_SIZES, seed=seed, dtype=torch.float64).to(device)
+    sharded = zero1.ZeroRedundancyOptimizer(model.parameters(), optimizer_class, **kwargs)
+    losses = []
+    for step in range(steps):
+        sharded.zero_grad()
+        X, y = rank_batch(step, rank, CHECK_SIZES, seed=seed, device=device)
+        loss = cross_entropy(model(X), y)
+        loss.backward()
+        sharded.step()
+        losses.append(loss.item())
+    return model, sharded, losses
+
+
 def check_run(
     module_path: str,
     optimizer: str = "SGD",
@@ -298,30 +328,24 @@ def check_run(
 ) -> dict[str, Any]:
     """On every rank: train with the module's ZeroRedundancyOptimizer wrapping ``optimizer``.
 
-    Returns this rank's final parameters, what its optimizer holds (:func:`ownership`) and its
-    ``state_dict()``; rank 0 adds the initial parameters and the same run without sharding
-    (with the gradients averaged, and summed) for comparison.
+    Returns this rank's final parameters, its loss at each step, what its optimizer holds
+    (:func:`ownership`) and its ``state_dict()``; rank 0 adds the initial parameters and the
+    same run without sharding (with the gradients averaged, and summed) for comparison.
     """
     kwargs = dict(kwargs or {})
     rank, world_size = dist.get_rank(), dist.get_world_size()
     optimizer_class = getattr(torch.optim, optimizer)
-    zero1 = load_module(module_path)
-    model = mlp(CHECK_SIZES, seed=seed, dtype=torch.float64)
-    initial = _params(model)
     Tracked = tracking(optimizer_class)
-    sharded = zero1.ZeroRedundancyOptimizer(model.parameters(), Tracked, **kwargs)
-    for step in range(steps):
-        sharded.zero_grad()
-        X, y = rank_batch(step, rank, CHECK_SIZES, seed=seed)
-        cross_entropy(model(X), y).backward()
-        sharded.step()
+    model, sharded, losses = train_zero1(load_module(module_path), Tracked, kwargs, steps, seed)
     out: dict[str, Any] = {
         "params": _params(model),
+        "losses": losses,
         "ownership": ownership(model, Tracked),
         "state_dict": copy.deepcopy(sharded.state_dict()),
         "steps": steps,
     }
     if rank == 0:
+        initial = _params(mlp(CHECK_SIZES, seed=seed, dtype=torch.float64))
         ref_model, ref_optimizer = _train_unsharded(
             optimizer_class, kwargs, steps, world_size, seed, summed=False
         )
