@@ -15,6 +15,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,12 +42,16 @@ def run_one(path: Path) -> dict[str, float]:
 
 
 def measure(path: Path) -> dict[str, float]:
-    """Measure ``path`` in a fresh process (so earlier notebooks don't count)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, __file__, "--one", str(path)],
-        env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    """Measure ``path`` in a fresh process (so earlier notebooks don't count).
+
+    Week 5's experiment logs go to a temporary folder, removed after.
+    """
+    with tempfile.TemporaryDirectory(prefix="notebook-limits-") as runs:
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPTLAB_RUNS=runs)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", str(path)],
+            env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"{path} failed to run:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

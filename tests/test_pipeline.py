@@ -45,14 +45,20 @@ def test_no_solution_markers_or_hidden_tests_are_published(folder: str) -> None:
 
 @pytest.mark.parametrize("week", WEEKS)
 def test_release_holds_no_solution_code(week: str) -> None:
+    """No telling line of a solution reaches the release, unless the source gives it openly
+    (Week 8 spells out torch's calls in its prose and gives a whole Adafactor class)."""
     (source,) = (REPO / "source" / week).glob("*.ipynb")
     (release,) = (REPO / "release" / week).glob("*.ipynb")
     released = "\n".join(src for _, src in _cells(json.loads(release.read_text())))
-    for _, src in _cells(json.loads(source.read_text())):
-        for block in re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", src, re.S):
+    solution = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
+    sources = [src for _, src in _cells(json.loads(source.read_text()))]
+    given = "\n".join(solution.sub("", src) for src in sources)
+    for src in sources:
+        for block in solution.findall(src):
             for line in block.strip().splitlines():
-                if len(line.strip()) > 25:  # skip lines too generic to be telling
-                    assert line.strip() not in released, f"solution line leaked: {line.strip()}"
+                line = line.strip()
+                if len(line) > 25 and line not in given:  # shorter lines are too generic
+                    assert line not in released, f"solution line leaked: {line}"
 
 
 @pytest.mark.parametrize("week", WEEKS)
