@@ -37,27 +37,49 @@ from notebook_limits import measure  # noqa: E402
 STATE = ("gradebook.db*", "submitted", "autograded", "feedback", "reports", "cache", "__pycache__")
 
 
-def copy_course(checkout: Path, target: Path, weeks: list[str]) -> Path:
-    """A fresh copy of ``checkout``'s sources and grading code in ``target``, released."""
+def copy_course(
+    checkout: Path, target: Path, weeks: list[str], env: dict[str, str] | None = None
+) -> Path:
+    """A fresh copy of ``checkout``'s sources and grading code in ``target``, released
+    (into the gradebook ``env``'s COURSE_DB_URL names, if it names one)."""
     for name in ("source", "autograder", "solutions"):
         shutil.copytree(checkout / name, target / name, ignore=shutil.ignore_patterns(*STATE))
     autograder = target / "autograder"
-    env = dict(os.environ, PYTHONPATH=str(autograder))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=str(autograder))
     command = [sys.executable, "-m", "course_admin", "release", *weeks]
     subprocess.run(command, env=env, cwd=target, check=True, capture_output=True)
     return autograder
 
 
-def grade(autograder: Path, week: str, size: int, workers: int | None, pinned: bool) -> float:
-    """Seconds for ``python -m course_admin grade`` of ``size`` copies of the solution."""
-    incoming = autograder.parent / "incoming" / f"{week}-{size}"
+def class_of(autograder: Path, week: str, size: int, name: str) -> Path:
+    """A folder of ``size`` students, each handing in the week's solution."""
+    incoming = autograder.parent / "incoming" / name
     solution = next((autograder.parent / "solutions" / week).glob("*.ipynb"))
     for i in range(size):
         (incoming / f"student{i:03d}").mkdir(parents=True)
         shutil.copy2(solution, incoming / f"student{i:03d}" / solution.name)
-    command = [sys.executable, "-m", "course_admin", "grade", week, str(incoming)]
-    command += ["--workers", str(workers)] if workers else []
-    env = dict(os.environ, PYTHONPATH=str(autograder), OMP_NUM_THREADS="1")
+    return incoming
+
+
+def grade_command(
+    autograder: Path, week: str, incoming: Path, options: list[str], env: dict[str, str] | None
+) -> tuple[list[str], dict[str, str]]:
+    """``python -m course_admin grade`` (what ``./course grade`` runs) and its environment."""
+    command = [sys.executable, "-m", "course_admin", "grade", week, str(incoming), *options]
+    return command, dict(os.environ, **(env or {}), PYTHONPATH=str(autograder), OMP_NUM_THREADS="1")
+
+
+def check(proc: subprocess.CompletedProcess, week: str) -> None:
+    """Fail loudly unless every student was graded."""
+    if proc.returncode != 0 or "need attention" in proc.stdout:
+        raise RuntimeError(f"grading {week} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+
+def grade(autograder: Path, week: str, size: int, workers: int | None, pinned: bool) -> float:
+    """Seconds for ``python -m course_admin grade`` of ``size`` copies of the solution."""
+    incoming = class_of(autograder, week, size, f"{week}-{size}")
+    options = ["--workers", str(workers)] if workers else []
+    command, env = grade_command(autograder, week, incoming, options, None)
     one_core = {min(os.sched_getaffinity(0))}
     start = time.perf_counter()
     proc = subprocess.run(
@@ -65,8 +87,7 @@ def grade(autograder: Path, week: str, size: int, workers: int | None, pinned: b
         preexec_fn=(lambda: os.sched_setaffinity(0, one_core)) if pinned else None,
     )  # fmt: skip
     elapsed = time.perf_counter() - start
-    if proc.returncode != 0 or "need attention" in proc.stdout:
-        raise RuntimeError(f"grading {week} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    check(proc, week)
     return elapsed
 
 

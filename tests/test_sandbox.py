@@ -54,6 +54,18 @@ def test_the_course_and_the_instructors_home_are_not_there() -> None:
     assert set(eval(lines[4])) <= {".venv", "optlab"}, lines[4]
 
 
+def test_a_course_under_tmp_still_finds_its_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout in /tmp (a CI clone, a scratch copy) keeps its environment in the sandbox:
+    the environment is mounted over the private /tmp, not hidden by it."""
+    venv = Path("/tmp/some-clone/.venv")
+    monkeypatch.setattr(sandbox, "python_paths", lambda: [venv])
+    args = sandbox.bwrap_command(["true"], sandbox.Mounts(), {}, sandbox.Limits())
+    pairs = list(zip(args, args[1:], strict=False))
+    private_tmp = pairs.index(("--tmpfs", "/tmp"))
+    venv_bound = pairs.index(("--ro-bind", str(venv)))
+    assert venv_bound > private_tmp, args
+
+
 def test_nothing_outside_tmp_can_be_written(tmp_path: Path) -> None:
     target = tmp_path / "written-from-the-sandbox"
     outcome = _run(

@@ -116,6 +116,9 @@ def main(config_path: str) -> int:
         extra_arguments=settings["extra_arguments"],
         startup_timeout=settings["startup_timeout"],
         allow_errors=True,
+        # Once the last cell is done nothing the kernel does counts: kill it rather than wait
+        # 1-3 s for a polite shutdown (the sandbox ends every process it started anyway).
+        shutdown_kernel="immediate",
         kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
         resources={"metadata": {"path": str(workdir)}},
         on_notebook_start=clock.notebook_started,

@@ -136,11 +136,12 @@ def bwrap_command(
     for path in ETC_FILES:
         if Path(path).exists():
             args += ["--ro-bind", path, path]
-    for path in python_paths():
-        args += ["--ro-bind", str(path), str(path)]
     args += ["--proc", "/proc", "--dev", "/dev"]
     size = str(limits.disk_mb * 2**20)
     args += ["--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/dev/shm"]
+    # After the private /tmp, so that a course checked out under /tmp still finds its Python.
+    for path in python_paths():
+        args += ["--ro-bind", str(path), str(path)]
     for outside, inside in mounts.readonly:
         args += ["--ro-bind", str(outside), str(inside)]
     if mounts.covered:
