@@ -7,8 +7,12 @@ small enough to train on a 1-CPU Binder in seconds.
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 __all__ = ["DataSplit", "load_digits"]
@@ -33,12 +37,21 @@ def load_digits(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    from sklearn.datasets import load_digits as sklearn_digits  # slow import: only when used
-
-    bunch = sklearn_digits()
-    X = torch.tensor(bunch.data, dtype=dtype) / 16.0
-    y = torch.tensor(bunch.target, dtype=torch.long)
+    table = torch.from_numpy(_digits_table())
+    X = table[:, :-1].to(dtype) / 16.0
+    y = table[:, -1].to(torch.long)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     n_val = int(round(len(y) * val_fraction))
     val, train = order[:n_val], order[n_val:]
     return DataSplit(X[train], y[train], X[val], y[val])
+
+
+def _digits_table() -> np.ndarray:
+    """scikit-learn's ``digits.csv.gz`` (64 pixels, then the label, per row), read as its own
+    ``load_digits`` reads it but without importing scikit-learn, which takes seconds."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the digits come with scikit-learn: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    with gzip.open(path, "rt") as rows:
+        return np.loadtxt(rows, delimiter=",")
