@@ -131,6 +131,18 @@ class ScheduleExplorer:
             style={"description_width": "110px"},
             layout=widgets.Layout(width="420px"),
         )
+
+        def lr_slider(name: str, low: float) -> widgets.FloatSlider:
+            return widgets.FloatSlider(
+                value=float(start[name]),
+                min=low,
+                max=1.0,
+                step=0.001,
+                readout_format=".3f",
+                description=name.replace("_", " "),
+                **common,
+            )
+
         return {
             "warmup_steps": widgets.IntSlider(
                 value=int(start["warmup_steps"]),
@@ -139,24 +151,8 @@ class ScheduleExplorer:
                 description="warmup steps",
                 **common,
             ),
-            "peak_lr": widgets.FloatSlider(
-                value=float(start["peak_lr"]),
-                min=0.001,
-                max=1.0,
-                step=0.001,
-                readout_format=".3f",
-                description="peak lr",
-                **common,
-            ),
-            "final_lr": widgets.FloatSlider(
-                value=float(start["final_lr"]),
-                min=0.0,
-                max=1.0,
-                step=0.001,
-                readout_format=".3f",
-                description="final lr",
-                **common,
-            ),
+            "peak_lr": lr_slider("peak_lr", 0.001),
+            "final_lr": lr_slider("final_lr", 0.0),
         }
 
     def _make_artists(self) -> ScheduleArtists:

@@ -18,7 +18,13 @@ sys.path.insert(0, str(REPO / "autograder"))  # course_admin and course_grading
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from course_admin.results import StudentResult  # noqa: E402
-from course_fixture import CourseCopy  # noqa: E402
+from course_fixture import (  # noqa: E402
+    CORRECT_ANSWERS,
+    SUBMISSIONS,
+    CourseCopy,
+    answer_variants,
+    replace_answer,
+)
 from postgres_server import PostgresServer  # noqa: E402
 
 _STARTED = time.time()
@@ -65,17 +71,19 @@ _GRADED: dict[str, dict[str, StudentResult]] = {}
 
 @pytest.fixture
 def reference_grades(released_course: CourseCopy, week: str) -> dict[str, dict[str, StudentResult]]:
-    """Solutions and blank releases, each week graded once per session: {week: {student: ...}}.
+    """Each week graded once per session, as one batch: the solution ("solution"), the blank
+    release ("blank"), every typical wrong answer of tests/submissions/WEEK and every correct
+    alternative of tests/correct_answers/WEEK (each named after its file); {week: {student: ...}}.
 
     Tests using it are parametrized by ``week``; each week is graded the first time it is asked
     for, so ``-k week01_sgd`` grades only Week 1.
     """
     if week not in _GRADED:
-        _GRADED[week] = released_course.grade(
-            week,
-            {
-                "solution": released_course.notebook("solutions", week),
-                "blank": released_course.notebook("release", week),
-            },
-        )
+        solution = released_course.notebook("solutions", week)
+        class_ = {"solution": solution, "blank": released_course.notebook("release", week)}
+        for folder in (SUBMISSIONS / week, CORRECT_ANSWERS / week):
+            for name, (grade_id, _, source) in answer_variants(folder, solution).items():
+                assert name not in class_, f"{folder / name}: two answers of {week} share a name"
+                class_[name] = replace_answer(solution, grade_id, source)
+        _GRADED[week] = released_course.grade(week, class_)
     return _GRADED

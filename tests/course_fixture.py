@@ -172,3 +172,14 @@ def apply_diff(source: str, diff: str, name: str) -> str:
             )
         lines[at[0] : at[0] + len(old)] = new
     return "\n".join(lines)
+
+
+# Per week: typical wrong answers, and correct answers written otherwise than the solution.
+SUBMISSIONS = Path(__file__).resolve().parent / "submissions"
+CORRECT_ANSWERS = Path(__file__).resolve().parent / "correct_answers"
+
+
+def answer_variants(folder: Path, solution: dict) -> dict[str, tuple[str, str, str]]:
+    """{name: (grade_id, expected feedback text, answer source)} of the answer files in
+    ``folder`` (none if it does not exist)."""
+    return {path.stem: wrong_answer(path, solution) for path in wrong_answer_files(folder)}

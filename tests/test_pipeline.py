@@ -8,12 +8,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import CORRECT_ANSWERS, SUBMISSIONS, answer_variants
 from course_admin.paths import weeks
-from course_fixture import CourseCopy, replace_answer, wrong_answer, wrong_answer_files
+from course_fixture import CourseCopy
 
 REPO = Path(__file__).resolve().parent.parent
 WEEKS = weeks(REPO / "source")
-SUBMISSIONS = Path(__file__).resolve().parent / "submissions"
 SECRET_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "course_grading")
 
 
@@ -96,33 +96,20 @@ def test_blank_release_scores_zero_on_every_test_cell(
     assert not earned, f"the blank release earns points: {earned}"
 
 
-def _wrong_submissions(week: str, solution: dict) -> dict[str, tuple[str, str, str]]:
-    """{name: (grade_id, expected feedback text, answer source)} from tests/submissions/WEEK."""
-    return {
-        path.stem: wrong_answer(path, solution) for path in wrong_answer_files(SUBMISSIONS / week)
-    }
-
-
 @pytest.mark.parametrize("week", [w for w in WEEKS if (SUBMISSIONS / w).is_dir()])
 def test_typical_wrong_implementations_lose_points_and_are_named(
     released_course: CourseCopy, reference_grades: dict, week: str
 ) -> None:
     solution = released_course.notebook("solutions", week)
-    wrong = _wrong_submissions(week, solution)
+    wrong = answer_variants(SUBMISSIONS / week, solution)
     assert len(wrong) >= 5
     full = sum(s[1] for s in released_course.scores(week, "solution").values())
-    totals = released_course.grade(
-        week,
-        {name: replace_answer(solution, gid, src) for name, (gid, _, src) in wrong.items()},
-    )
+    totals = reference_grades[week]  # graded in the week's batch, with the solution
     for name, (_, expect, _) in wrong.items():
         assert totals[name].total < full, f"{name} keeps full marks"
         outputs = released_course.graded_outputs(week, name)
         assert expect in outputs, f"{name}: the feedback should say {expect!r}:\n{outputs}"
         assert "course_grading/" not in outputs, f"{name}: the grading code shows in feedback"
-
-
-CORRECT_ANSWERS = Path(__file__).resolve().parent / "correct_answers"
 
 
 @pytest.mark.parametrize("week", [w for w in WEEKS if (CORRECT_ANSWERS / w).is_dir()])
@@ -132,16 +119,10 @@ def test_correct_alternatives_get_full_marks(
     """Correct answers written otherwise than the solution (e.g. rounded differently) keep
     every point: tests/correct_answers/WEEK holds them, each with ``# expect: full marks``."""
     solution = released_course.notebook("solutions", week)
-    correct = {
-        path.stem: wrong_answer(path, solution)
-        for path in wrong_answer_files(CORRECT_ANSWERS / week)
-    }
+    correct = answer_variants(CORRECT_ANSWERS / week, solution)
     assert correct
     assert all(expect == "full marks" for _, expect, _ in correct.values())
-    released_course.grade(
-        week,
-        {name: replace_answer(solution, gid, src) for name, (gid, _, src) in correct.items()},
-    )
+    # graded in the week's batch, with the solution (the reference_grades fixture)
     full = released_course.scores(week, "solution")
     for name in correct:
         scores = released_course.scores(week, name)

@@ -34,6 +34,12 @@ class OptimizerSpec:
     mistakes: tuple[Mistake, ...] = ()
     explain: Callable[[str], str] | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
+    # What a failure message adds when a run never changed the parameters (None: the
+    # sentence of :meth:`unchanged_hint`).
+    never_changed: str | None = None
+    # ``raised(case, error)``: the message when the answer raised on ``case`` (None: the one
+    # of :meth:`raised_message`).
+    raised: Callable[[Case, dict[str, Any]], str] | None = None
 
     @classmethod
     def of(cls, answer: str, mistakes: Sequence[Mistake] = (), **kwargs: Any) -> OptimizerSpec:
@@ -41,14 +47,43 @@ class OptimizerSpec:
         reference = f"torch.optim.{answer}"
         return cls(answer, reference, tuple(mistakes), defaults=TORCH_DEFAULTS[answer], **kwargs)
 
+    def raised_message(self, case: Case, error: dict[str, Any]) -> str:
+        """The failure message when the answer raised ``error`` on ``case``."""
+        if self.raised is not None:
+            return self.raised(case, error)
+        hint = ""
+        if case.frozen and error["type"] in ("AttributeError", "TypeError"):
+            hint = " Parameters whose .grad is None (frozen ones) must be skipped."
+        return (
+            f"[{case.name}] your {self.answer} raised {error['type']}: "
+            f"{str(error['message']).rstrip('.')}.{hint}"
+        )
 
-def against_torch(spec: OptimizerSpec, cases: Sequence[Case]) -> Part:
-    """The student's optimizer matches ``spec.reference`` after every step of every case."""
+    def unchanged_hint(self) -> str:
+        """What a failure message adds when a run never changed the parameters."""
+        if self.never_changed is not None:
+            return self.never_changed
+        return (
+            f" Your {self.answer} never changed the parameters: update them in place "
+            "(p.add_(...), p -= ...) instead of binding a new tensor to a name."
+        )
+
+
+def against_torch(
+    spec: OptimizerSpec,
+    cases: Sequence[Case],
+    producer: str = "core.produce:optimizer_runs",
+    **inputs: Any,
+) -> Part:
+    """The student's optimizer matches ``spec.reference`` after every step of every case.
+
+    ``producer`` runs the cases in the sandbox (with ``inputs`` beyond the cases and batches).
+    """
     batches = digit_batches()
     return Part(
-        "core.produce:optimizer_runs",
+        producer,
         judge_against_torch,
-        inputs={"cases": [c.to_request() for c in cases], "batches": batches},
+        inputs={"cases": [c.to_request() for c in cases], "batches": batches, **inputs},
         reference=lambda: reference_runs(spec.reference, cases, batches),
         context={"spec": spec, "cases": list(cases)},
     )
@@ -62,23 +97,14 @@ def judge_against_torch(part: Part, found: dict[str, Any]) -> None:
     error = found.get("error")
     for index, (case, expected) in enumerate(zip(cases, part.expected, strict=True)):
         if error is not None and error["case"] == index:
-            hint = ""
-            if case.frozen and error["type"] in ("AttributeError", "TypeError"):
-                hint = " Parameters whose .grad is None (frozen ones) must be skipped."
-            raise CheckFailed(
-                f"[{case.name}] your {spec.answer} raised {error['type']}: "
-                f"{str(error['message']).rstrip('.')}.{hint}"
-            )
+            raise CheckFailed(spec.raised_message(case, error))
         actual = runs[index]
         diff = first_difference(actual, expected)
         if diff is None:
             continue
         message = f"[{case.name}] {diff.describe(spec.reference)}"
         if diff.step > 0 and unchanged(actual):
-            message += (
-                f" Your {spec.answer} never changed the parameters: update them in place "
-                "(p.add_(...), p -= ...) instead of binding a new tensor to a name."
-            )
+            message += spec.unchanged_hint()
         else:
             mistake = identify(actual, case, part.inputs["batches"], spec.mistakes, spec.defaults)
             if mistake is not None:

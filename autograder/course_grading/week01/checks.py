@@ -13,17 +13,12 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
 from course_grading.core.checks import CheckFailed, Checks, Part, error_text
-from course_grading.core.interface import (
-    closure,
-    judge_value_error,
-    own_class,
-    signature,
-    value_errors,
-)
-from course_grading.core.optimizers import OptimizerSpec, against_torch
+from course_grading.core.interface import closure, judge_value_error, value_errors
+from course_grading.core.optimizers import OptimizerSpec
 from course_grading.core.references import TORCH_DEFAULTS
-from course_grading.core.runs import Case
+from course_grading.core.tables import optimizer_cells
 from course_grading.core.torch_hiding import TORCH_OPTIMIZERS
+from course_grading.week01.cases import SGD_STEP_CASES
 from course_grading.week01.mistakes import MAX_STABLE_LR_MISTAKES, SGD_STEP_MISTAKES
 
 HIDDEN_TORCH = TORCH_OPTIMIZERS
@@ -38,46 +33,15 @@ def checks() -> Checks:
     return {
         "max_stable_lr_test": [max_stable_lr()],
         "optimizer_interface_test": [optimizer_interface()],
-        "sgd_step_test_basic": [
-            own_class("SGD"),
-            signature("SGD", SGD_KEYWORDS, SGD.reference),
-            against_torch(
-                SGD, [Case("default arguments"), Case("a large learning rate", {"lr": 0.3})]
-            ),
-        ],
-        "sgd_step_test_weight_decay": [
-            own_class("SGD"),
-            against_torch(
-                SGD,
-                [
-                    Case("weight decay", {"lr": 0.1, "weight_decay": 0.05}),
-                    Case("maximize", {"lr": 0.02, "maximize": True}),
-                    Case(
-                        "maximize with weight decay",
-                        {"lr": 0.02, "weight_decay": 0.1, "maximize": True},
-                    ),
-                ],
-            ),
-        ],
-        "sgd_step_test_groups_frozen": [
-            own_class("SGD"),
-            against_torch(
-                SGD,
-                [
-                    Case("a frozen first layer", {"lr": 0.1, "weight_decay": 0.01}, frozen=(0,)),
-                    Case(
-                        "param groups with their own lr and weight decay",
-                        {"lr": 0.05},
-                        groups=(
-                            {"layers": (0,), "lr": 0.2},
-                            {"layers": (2, 4), "weight_decay": 0.1},
-                        ),
-                    ),
-                ],
-            ),
-            # lr 0.1 on the gradient [2, -4] of (p**2).sum() at p = [1, -2]
-            closure("SGD", {"lr": 0.1}, expected=(0.8, -1.6)),
-        ],
+        **optimizer_cells(
+            SGD,
+            SGD_STEP_CASES,
+            keywords=SGD_KEYWORDS,
+            then={
+                # lr 0.1 on the gradient [2, -4] of (p**2).sum() at p = [1, -2]
+                "sgd_step_test_groups_frozen": [closure("SGD", {"lr": 0.1}, expected=(0.8, -1.6))]
+            },
+        ),
         "sgd_step_test_validation": [
             value_errors(
                 "SGD",

@@ -1,7 +1,8 @@
-"""Trusted side: Week 2's cases and reference answers for ``best_rates`` and ``measured_rate``.
+"""Trusted side: Week 2's cases, and reference answers for ``best_rates`` and ``measured_rate``.
 
-The formulas of Distill's "Why Momentum Really Works" for the best step sizes and rates on a
-quadratic, the least-squares rate fit, the sequences and the trajectories the checks use.
+The runs of the student's SGD against torch.optim.SGD; the formulas of Distill's "Why Momentum
+Really Works" for the best step sizes and rates on a quadratic, the least-squares rate fit, the
+sequences and the trajectories the checks use.
 """
 
 from __future__ import annotations
@@ -12,6 +13,65 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from course_grading.core.runs import Case
+from course_grading.core.tables import CaseTable
+
+# --- sgd_momentum ------------------------------------------------------------------------------
+
+# The runs against torch.optim.SGD, per test cell.
+SGD_MOMENTUM_CASES: CaseTable = {
+    "sgd_momentum_test_basic": (
+        Case("default arguments"),
+        Case("heavy-ball momentum 0.9", {"lr": 0.05, "momentum": 0.9}),
+        Case("momentum 0.5 with a large learning rate", {"lr": 0.3, "momentum": 0.5}),
+    ),
+    "sgd_momentum_test_dampening": (
+        Case("momentum with dampening 0.5", {"lr": 0.05, "momentum": 0.9, "dampening": 0.5}),
+        Case("momentum with weight decay", {"lr": 0.05, "momentum": 0.8, "weight_decay": 0.05}),
+        Case(
+            "momentum with dampening and weight decay",
+            {"lr": 0.1, "momentum": 0.7, "dampening": 0.3, "weight_decay": 0.02},
+        ),
+        Case(
+            "momentum with maximize and weight decay",
+            {"lr": 0.02, "momentum": 0.9, "weight_decay": 0.1, "maximize": True},
+        ),
+    ),
+    "sgd_momentum_test_nesterov": (
+        Case("Nesterov momentum 0.9", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+        Case(
+            "Nesterov momentum with weight decay",
+            {"lr": 0.1, "momentum": 0.6, "nesterov": True, "weight_decay": 0.05},
+        ),
+        Case(
+            "Nesterov momentum with maximize",
+            {"lr": 0.02, "momentum": 0.9, "nesterov": True, "maximize": True},
+        ),
+    ),
+    "sgd_momentum_test_state": (
+        Case("a frozen first layer with momentum", {"lr": 0.05, "momentum": 0.9}, frozen=(0,)),
+        Case(
+            "param groups with their own momentum settings",
+            {"lr": 0.05, "momentum": 0.9},
+            groups=(
+                {"layers": (0,), "momentum": 0.0},
+                {"layers": (2, 4), "lr": 0.1, "dampening": 0.5},
+            ),
+        ),
+    ),
+}
+# The runs whose momentum buffers are compared with torch's after BUFFER_STOP steps.
+BUFFER_CASES = (
+    Case(
+        "momentum buffers, in two param groups",
+        {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+        steps=16,
+        groups=({"layers": (0,), "dampening": 0.2}, {"layers": (2, 4), "nesterov": True}),
+    ),
+    Case("momentum buffers, a frozen layer", {"lr": 0.1, "momentum": 0.5}, frozen=(2,)),
+)
+BUFFER_STOP = 8
 
 # --- best_rates --------------------------------------------------------------------------------
 

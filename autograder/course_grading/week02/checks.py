@@ -16,14 +16,16 @@ import torch
 
 from course_grading.core.buffers import buffers
 from course_grading.core.checks import CheckFailed, Checks, Part, error_text
-from course_grading.core.interface import closure, own_class, signature, value_errors
-from course_grading.core.optimizers import OptimizerSpec, against_torch, judge_against_torch
-from course_grading.core.references import TORCH_DEFAULTS
-from course_grading.core.runs import Case
+from course_grading.core.interface import closure, value_errors
+from course_grading.core.optimizers import OptimizerSpec
+from course_grading.core.tables import hinted_runs, optimizer_cells
 from course_grading.core.torch_hiding import TORCH_OPTIMIZERS
 from course_grading.week02.cases import (
+    BUFFER_CASES,
+    BUFFER_STOP,
     DISTANCE_RUNS,
     DISTANCE_STEPS,
+    SGD_MOMENTUM_CASES,
     SPECTRA,
     distance_runs,
     fit,
@@ -34,13 +36,12 @@ from course_grading.week02.cases import (
 )
 from course_grading.week02.mistakes import (
     SGD_MOMENTUM_MISTAKES,
-    SHARED_BUFFER_ERRORS,
-    SHARED_BUFFER_HINT,
     distances_mistakes,
     gd_best_mistakes,
     heavy_ball_best_mistakes,
     lr_in_buffer_hint,
     measured_rate_mistakes,
+    shared_buffer_hint,
 )
 
 HIDDEN_TORCH = TORCH_OPTIMIZERS
@@ -51,98 +52,18 @@ SGD = OptimizerSpec.of("SGD", SGD_MOMENTUM_MISTAKES)
 def checks() -> Checks:
     """Every test cell's hidden check."""
     return {
-        "sgd_momentum_test_basic": [
-            own_class("SGD", extends_optimizer=True),
-            signature("SGD", TORCH_DEFAULTS["SGD"], SGD.reference),
-            sgd_against_torch(
-                [
-                    Case("default arguments"),
-                    Case("heavy-ball momentum 0.9", {"lr": 0.05, "momentum": 0.9}),
-                    Case("momentum 0.5 with a large learning rate", {"lr": 0.3, "momentum": 0.5}),
+        **optimizer_cells(
+            SGD,
+            SGD_MOMENTUM_CASES,
+            runs=hinted_runs(shared_buffer_hint),
+            extends_optimizer=("sgd_momentum_test_basic", "sgd_momentum_test_state"),
+            then={
+                "sgd_momentum_test_state": [
+                    buffers(SGD, BUFFER_CASES, stop=BUFFER_STOP, hint=lr_in_buffer_hint),
+                    closure("SGD", {"lr": 0.1, "momentum": 0.9}),
                 ]
-            ),
-        ],
-        "sgd_momentum_test_dampening": [
-            own_class("SGD"),
-            sgd_against_torch(
-                [
-                    Case(
-                        "momentum with dampening 0.5",
-                        {"lr": 0.05, "momentum": 0.9, "dampening": 0.5},
-                    ),
-                    Case(
-                        "momentum with weight decay",
-                        {"lr": 0.05, "momentum": 0.8, "weight_decay": 0.05},
-                    ),
-                    Case(
-                        "momentum with dampening and weight decay",
-                        {"lr": 0.1, "momentum": 0.7, "dampening": 0.3, "weight_decay": 0.02},
-                    ),
-                    Case(
-                        "momentum with maximize and weight decay",
-                        {"lr": 0.02, "momentum": 0.9, "weight_decay": 0.1, "maximize": True},
-                    ),
-                ]
-            ),
-        ],
-        "sgd_momentum_test_nesterov": [
-            own_class("SGD"),
-            sgd_against_torch(
-                [
-                    Case("Nesterov momentum 0.9", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
-                    Case(
-                        "Nesterov momentum with weight decay",
-                        {"lr": 0.1, "momentum": 0.6, "nesterov": True, "weight_decay": 0.05},
-                    ),
-                    Case(
-                        "Nesterov momentum with maximize",
-                        {"lr": 0.02, "momentum": 0.9, "nesterov": True, "maximize": True},
-                    ),
-                ]
-            ),
-        ],
-        "sgd_momentum_test_state": [
-            own_class("SGD", extends_optimizer=True),
-            sgd_against_torch(
-                [
-                    Case(
-                        "a frozen first layer with momentum",
-                        {"lr": 0.05, "momentum": 0.9},
-                        frozen=(0,),
-                    ),
-                    Case(
-                        "param groups with their own momentum settings",
-                        {"lr": 0.05, "momentum": 0.9},
-                        groups=(
-                            {"layers": (0,), "momentum": 0.0},
-                            {"layers": (2, 4), "lr": 0.1, "dampening": 0.5},
-                        ),
-                    ),
-                ]
-            ),
-            buffers(
-                SGD,
-                [
-                    Case(
-                        "momentum buffers, in two param groups",
-                        {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
-                        steps=16,
-                        groups=(
-                            {"layers": (0,), "dampening": 0.2},
-                            {"layers": (2, 4), "nesterov": True},
-                        ),
-                    ),
-                    Case(
-                        "momentum buffers, a frozen layer",
-                        {"lr": 0.1, "momentum": 0.5},
-                        frozen=(2,),
-                    ),
-                ],
-                stop=8,
-                hint=lr_in_buffer_hint,
-            ),
-            closure("SGD", {"lr": 0.1, "momentum": 0.9}),
-        ],
+            },
+        ),
         "sgd_momentum_test_validation": [
             value_errors(
                 "SGD",
@@ -164,99 +85,58 @@ def checks() -> Checks:
                 ],
             )
         ],
-        "best_rates_test_gd": [best_rates_gd()],
-        "best_rates_test_heavy_ball": [best_rates_heavy_ball()],
+        "best_rates_test_gd": [best_rates("gd_best")],
+        "best_rates_test_heavy_ball": [best_rates("heavy_ball_best")],
         "measured_rate_test_fit": [measured_rate_fit()],
         "measured_rate_test_distances": [measured_rate_distances()],
     }
 
 
-# --- sgd_momentum ------------------------------------------------------------------------------
-
-
-def sgd_against_torch(cases: Sequence[Case]) -> Part:
-    """The student's SGD matches torch.optim.SGD on ``cases`` (a shared buffer is named)."""
-    part = against_torch(SGD, cases)
-    part.judge = judge_sgd_against_torch
-    return part
-
-
-def judge_sgd_against_torch(part: Part, found: dict[str, Any]) -> None:
-    """:func:`course_grading.core.optimizers.judge_against_torch`, plus a hint on a shape
-    error: one velocity buffer shared by parameters of different shapes."""
-    try:
-        judge_against_torch(part, found)
-    except CheckFailed as failure:
-        message = str(failure)
-        if any(phrase in message for phrase in SHARED_BUFFER_ERRORS):
-            message += SHARED_BUFFER_HINT
-        raise CheckFailed(message) from None
-
-
 # --- best_rates --------------------------------------------------------------------------------
 
 
-def best_rates_gd() -> Part:
-    """The best gradient-descent step size 2/(λ1+λn) and its rate (κ−1)/(κ+1)."""
+# answer -> (the names of the values it returns, its reference, its typical mistakes, and the
+# parity of the calls that hand the spectrum in as a tensor, the others handing in a list).
+_BEST_RATES = {
+    # The best gradient-descent step size 2/(λ1+λn) and its rate (κ−1)/(κ+1).
+    "gd_best": (("step size", "rate"), gd_best, gd_best_mistakes, 1),
+    # The best heavy-ball step size α, momentum β and rate (√κ−1)/(√κ+1).
+    "heavy_ball_best": (
+        ("step size", "momentum", "rate"),
+        heavy_ball_best,
+        heavy_ball_best_mistakes,
+        0,
+    ),
+}
+
+
+def best_rates(answer: str) -> Part:
+    """The values ``answer`` returns for every spectrum, against the formulas'."""
+    names, best, mistakes, tensor_parity = _BEST_RATES[answer]
     calls = [
-        {"args": [spectrum_argument(spectrum, as_tensor=i % 2 == 1)]}
+        {"args": [spectrum_argument(spectrum, as_tensor=i % 2 == tensor_parity)]}
         for i, spectrum in enumerate(SPECTRA)
     ]
     return Part(
         "week02.produce:tuples",
-        judge_best_rates_gd,
+        judge_best_rates,
         inputs={"calls": calls},
-        reference=lambda: [gd_best(spectrum) for spectrum in SPECTRA],
+        reference=lambda: [best(spectrum) for spectrum in SPECTRA],
+        context={"answer": answer, "names": names, "mistakes": mistakes},
     )
 
 
-def judge_best_rates_gd(part: Part, outcomes: list[dict[str, Any]]) -> None:
-    """See :func:`best_rates_gd`."""
-    for spectrum, (want_lr, want_rate), outcome in zip(
-        SPECTRA, part.expected, outcomes, strict=True
-    ):
-        lr, rate = _values(outcome, "gd_best", spectrum, 2)
-        step_size_mistakes, rate_mistakes = gd_best_mistakes(spectrum)
-        if not _close(lr, want_lr):
-            raise CheckFailed(
-                f"for {_spectrum(spectrum)}, gd_best's step size is {lr:.10g}; expected "
-                f"{want_lr:.10g}." + _explain(lr, step_size_mistakes)
-            )
-        if not _close(rate, want_rate):
-            raise CheckFailed(
-                f"for {_spectrum(spectrum)}, gd_best's rate is {rate:.10g}; expected "
-                f"{want_rate:.10g}." + _explain(rate, rate_mistakes)
-            )
-
-
-def best_rates_heavy_ball() -> Part:
-    """The best heavy-ball step size α, momentum β and rate (√κ−1)/(√κ+1)."""
-    calls = [
-        {"args": [spectrum_argument(spectrum, as_tensor=i % 2 == 0)]}
-        for i, spectrum in enumerate(SPECTRA)
-    ]
-    return Part(
-        "week02.produce:tuples",
-        judge_best_rates_heavy_ball,
-        inputs={"calls": calls},
-        reference=lambda: [heavy_ball_best(spectrum) for spectrum in SPECTRA],
-    )
-
-
-def judge_best_rates_heavy_ball(part: Part, outcomes: list[dict[str, Any]]) -> None:
-    """See :func:`best_rates_heavy_ball`."""
+def judge_best_rates(part: Part, outcomes: list[dict[str, Any]]) -> None:
+    """See :func:`best_rates`."""
+    answer, names = part.context["answer"], part.context["names"]
     for spectrum, want, outcome in zip(SPECTRA, part.expected, outcomes, strict=True):
-        got = _values(outcome, "heavy_ball_best", spectrum, 3)
+        got = _values(outcome, answer, spectrum, len(names))
         for name, value, expected, mistakes in zip(
-            ("step size", "momentum", "rate"),
-            got,
-            want,
-            heavy_ball_best_mistakes(spectrum),
-            strict=True,
+            names, got, want, part.context["mistakes"](spectrum), strict=True
         ):
             if not _close(value, expected):
                 raise CheckFailed(
-                    f"for {_spectrum(spectrum)}, heavy_ball_best's {name} is {value:.10g}; "
+                    f"for {_spectrum(spectrum)}, {answer}'s {name} is {value:.10g}; "
                     f"expected {expected:.10g}." + _explain(value, mistakes)
                 )
 

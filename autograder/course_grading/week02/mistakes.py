@@ -125,6 +125,14 @@ SHARED_BUFFER_HINT = (
 )
 
 
+def shared_buffer_hint(message: str) -> str:
+    """A failure message of the runs against torch, with :data:`SHARED_BUFFER_HINT` added
+    where it shows a shape error (the student's SGD raised one)."""
+    if any(phrase in message for phrase in SHARED_BUFFER_ERRORS):
+        return message + SHARED_BUFFER_HINT
+    return message
+
+
 def lr_in_buffer_hint(key: str, value: torch.Tensor, want: torch.Tensor, group: dict) -> str | None:
     """The buffer check's hint (core.buffers.BufferHint): lr folded into the buffer."""
     lr = group.get("lr", 1.0)

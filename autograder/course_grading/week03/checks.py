@@ -7,7 +7,6 @@ must be the student's own (``torch.optim.Optimizer``, the base class, stays).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,13 +14,15 @@ import torch
 
 from course_grading.core.buffers import buffers
 from course_grading.core.checks import CheckFailed, Checks, Part, error_text
-from course_grading.core.interface import closure, own_class, signature, value_errors
-from course_grading.core.optimizers import OptimizerSpec, against_torch, judge_against_torch
-from course_grading.core.runs import Case
+from course_grading.core.interface import closure, value_errors
+from course_grading.core.optimizers import OptimizerSpec
+from course_grading.core.tables import hinted_runs, optimizer_cells
 from course_grading.core.torch_hiding import TORCH_OPTIMIZERS
+from course_grading.week03.cases import BUFFER_CASES, BUFFER_STOP, RMSPROP_STEP_CASES
 from course_grading.week03.mistakes import (
     RMSPROP_STEP_MISTAKES,
     SQUARE_AVERAGE_MISTAKES,
+    rmsprop_hint,
     square_averages,
 )
 
@@ -34,91 +35,18 @@ def checks() -> Checks:
     """Every test cell's hidden check."""
     return {
         "square_average_test": [square_average()],
-        "rmsprop_step_test_basic": [
-            own_class("RMSprop", extends_optimizer=True),
-            signature("RMSprop", RMSPROP.defaults, RMSPROP.reference),
-            rmsprop_runs(
-                [
-                    Case("default arguments"),
-                    Case("a small alpha", {"lr": 0.003, "alpha": 0.9}),
-                    Case("a large eps", {"lr": 0.01, "eps": 0.01}),
+        **optimizer_cells(
+            RMSPROP,
+            RMSPROP_STEP_CASES,
+            runs=hinted_runs(rmsprop_hint),
+            extends_optimizer=("rmsprop_step_test_basic", "rmsprop_step_test_state"),
+            then={
+                "rmsprop_step_test_state": [
+                    buffers(RMSPROP, BUFFER_CASES, stop=BUFFER_STOP),
+                    closure("RMSprop", {"lr": 0.1}),
                 ]
-            ),
-        ],
-        "rmsprop_step_test_weight_decay": [
-            own_class("RMSprop"),
-            rmsprop_runs(
-                [
-                    Case("weight decay", {"lr": 0.005, "weight_decay": 0.1}),
-                    Case("maximize", {"lr": 0.002, "maximize": True}),
-                    Case(
-                        "maximize with weight decay",
-                        {"lr": 0.002, "weight_decay": 0.05, "maximize": True},
-                    ),
-                ]
-            ),
-        ],
-        "rmsprop_step_test_momentum": [
-            own_class("RMSprop"),
-            rmsprop_runs(
-                [
-                    Case("momentum 0.9", {"lr": 0.001, "momentum": 0.9}),
-                    Case(
-                        "momentum with weight decay and a small alpha",
-                        {"lr": 0.002, "momentum": 0.5, "weight_decay": 0.01, "alpha": 0.9},
-                    ),
-                ]
-            ),
-        ],
-        "rmsprop_step_test_centered": [
-            own_class("RMSprop"),
-            rmsprop_runs(
-                [
-                    Case("centered", {"lr": 0.003, "centered": True, "alpha": 0.9}),
-                    Case(
-                        "centered with momentum",
-                        {"lr": 0.001, "centered": True, "momentum": 0.9, "alpha": 0.9},
-                    ),
-                    Case(
-                        "centered with the default alpha, weight decay and maximize",
-                        {"lr": 0.002, "centered": True, "weight_decay": 0.05, "maximize": True},
-                    ),
-                ]
-            ),
-        ],
-        "rmsprop_step_test_state": [
-            own_class("RMSprop", extends_optimizer=True),
-            rmsprop_runs(
-                [
-                    Case("a frozen first layer", {"lr": 0.005, "momentum": 0.5}, frozen=(0,)),
-                    Case(
-                        "param groups with their own settings",
-                        {"lr": 0.003},
-                        groups=(
-                            {"layers": (0,), "alpha": 0.9, "centered": True},
-                            {"layers": (2, 4), "lr": 0.001, "momentum": 0.8, "weight_decay": 0.01},
-                        ),
-                    ),
-                ]
-            ),
-            buffers(
-                RMSPROP,
-                [
-                    Case(
-                        "RMSprop buffers, in two param groups",
-                        {"lr": 0.002, "momentum": 0.9},
-                        steps=16,
-                        groups=(
-                            {"layers": (0,), "centered": True},
-                            {"layers": (2, 4), "alpha": 0.9},
-                        ),
-                    ),
-                    Case("RMSprop buffers, a frozen layer", {"lr": 0.003}, frozen=(2,)),
-                ],
-                stop=8,
-            ),
-            closure("RMSprop", {"lr": 0.1}),
-        ],
+            },
+        ),
         "rmsprop_step_test_validation": [
             value_errors(
                 "RMSprop",
@@ -196,29 +124,3 @@ def _same_averages(got: Sequence[Any], values: Sequence[torch.Tensor]) -> bool:
         and torch.allclose(torch.as_tensor(a, dtype=torch.float64), b, rtol=1e-10)
         for a, b in zip(got, values, strict=True)
     )
-
-
-# --- rmsprop_step ------------------------------------------------------------------------------
-
-
-def rmsprop_runs(cases: Sequence[Case]) -> Part:
-    """Many steps against torch.optim.RMSprop, with hints for NaN and misshapen buffers."""
-    return dataclasses.replace(against_torch(RMSPROP, cases), judge=judge_rmsprop_runs)
-
-
-def judge_rmsprop_runs(part: Part, found: dict[str, Any]) -> None:
-    """:func:`judge_against_torch`, adding a hint to any message that shows NaN or a shape
-    mismatch (also when the student's code raised)."""
-    try:
-        judge_against_torch(part, found)
-    except CheckFailed as failure:
-        message = str(failure)
-        if "is nan with your optimizer" in message:
-            message += (
-                " Your update produced NaN, typically the square root of a negative number: "
-                "square_avg must average g² (never negative), and the centered variance is "
-                "square_avg − grad_avg², with grad_avg averaging the gradients themselves."
-            )
-        elif "size of tensor" in message or "match the broadcast shape" in message:
-            message += " Each parameter needs its own buffers, shaped like it, in self.state[p]."
-        raise CheckFailed(message) from None

@@ -157,3 +157,17 @@ RMSPROP_STEP_MISTAKES = (
         _rmsprop_rule(maximize_ignored=True),
     ),
 )
+
+
+def rmsprop_hint(message: str) -> str:
+    """A failure message of the runs against torch, with a hint added where it shows NaN or a
+    shape mismatch (also when the student's code raised)."""
+    if "is nan with your optimizer" in message:
+        return message + (
+            " Your update produced NaN, typically the square root of a negative number: "
+            "square_avg must average g² (never negative), and the centered variance is "
+            "square_avg − grad_avg², with grad_avg averaging the gradients themselves."
+        )
+    if "size of tensor" in message or "match the broadcast shape" in message:
+        return message + " Each parameter needs its own buffers, shaped like it, in self.state[p]."
+    return message

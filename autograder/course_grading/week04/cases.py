@@ -13,16 +13,17 @@ import torch
 
 from course_grading.core.references import digit_batches
 from course_grading.core.runs import Batches, Case, Snapshots
+from course_grading.core.tables import CaseTable
 from course_grading.week04 import produce
 
-# The standard runs of against_torch, per test cell.
-ADAM_CASES = {
-    "basic": (
+# The runs against torch.optim.Adam and torch.optim.AdamW, per test cell.
+ADAM_CASES: CaseTable = {
+    "adam_test_basic": (
         Case("default arguments"),
         Case("a larger learning rate and other betas", {"lr": 0.01, "betas": (0.8, 0.95)}),
         Case("a large eps", {"lr": 0.01, "eps": 0.01}, steps=15),
     ),
-    "branches": (
+    "adam_test_branches": (
         Case("weight decay", {"lr": 0.01, "weight_decay": 0.1}),
         Case("amsgrad", {"lr": 0.01, "betas": (0.8, 0.9), "amsgrad": True}, steps=40),
         Case("maximize", {"lr": 0.005, "maximize": True}, steps=15),
@@ -32,7 +33,7 @@ ADAM_CASES = {
             steps=30,
         ),
     ),
-    "groups_frozen": (
+    "adam_test_groups_frozen": (
         Case("a frozen first layer", {"lr": 0.01, "weight_decay": 0.05}, frozen=(0,)),
         Case(
             "param groups with their own settings",
@@ -44,13 +45,13 @@ ADAM_CASES = {
         ),
     ),
 }
-ADAMW_CASES = {
-    "basic": (
+ADAMW_CASES: CaseTable = {
+    "adamw_test_basic": (
         Case("default arguments"),
         Case("a larger learning rate and weight decay", {"lr": 0.01, "weight_decay": 0.1}),
         Case("strong decay", {"lr": 0.05, "weight_decay": 0.5, "betas": (0.8, 0.95)}),
     ),
-    "branches": (
+    "adamw_test_branches": (
         Case("no weight decay", {"lr": 0.01, "weight_decay": 0.0}, steps=15),
         Case("amsgrad", {"lr": 0.01, "betas": (0.8, 0.9), "amsgrad": True}, steps=40),
         Case("maximize", {"lr": 0.005, "weight_decay": 0.1, "maximize": True}, steps=15),
@@ -60,7 +61,7 @@ ADAMW_CASES = {
             steps=30,
         ),
     ),
-    "groups_frozen": (
+    "adamw_test_groups_frozen": (
         Case("a frozen first layer", {"lr": 0.01, "weight_decay": 0.1}, frozen=(0,)),
         Case(
             "param groups with their own settings",

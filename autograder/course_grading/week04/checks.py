@@ -8,15 +8,17 @@ sandbox: Adam and AdamW must be the student's own, and ``state_bytes`` must coun
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from course_grading.core.checks import CheckFailed, Checks, Part, error_text
 from course_grading.core.compare import first_difference
-from course_grading.core.interface import closure, own_class, signature, value_errors
-from course_grading.core.optimizers import OptimizerSpec, against_torch
+from course_grading.core.interface import closure, own_class, value_errors
+from course_grading.core.optimizers import OptimizerSpec
 from course_grading.core.references import digit_batches
+from course_grading.core.tables import optimizer_cells
 from course_grading.core.torch_hiding import TORCH_OPTIMIZERS
 from course_grading.week04 import cases
 from course_grading.week04.mistakes import ADAM_MISTAKES, ADAMW_MISTAKES
@@ -56,44 +58,31 @@ _RULE = "betas must each lie in [0, 1); lr, eps and weight_decay must not be neg
 def checks() -> Checks:
     """Every test cell's hidden check."""
     return {
-        "adam_test_basic": [
-            own_class("Adam"),
-            signature("Adam", ADAM.defaults, ADAM.reference),
-            against_torch(ADAM, cases.ADAM_CASES["basic"]),
-        ],
-        "adam_test_branches": [
-            own_class("Adam"),
-            against_torch(ADAM, cases.ADAM_CASES["branches"]),
-        ],
-        "adam_test_groups_frozen": [
-            own_class("Adam"),
-            against_torch(ADAM, cases.ADAM_CASES["groups_frozen"]),
-            # Adam's first step moves each coordinate by about lr against its gradient
-            # [2, -4]: lr * g / (|g| + eps).
-            closure("Adam", {"lr": 0.1}, expected=(1 - 0.2 / (2 + 1e-8), -2 + 0.4 / (4 + 1e-8))),
-            intermittent(ADAM),
-        ],
+        **optimizer_cells(
+            ADAM,
+            cases.ADAM_CASES,
+            then={
+                "adam_test_groups_frozen": [
+                    # Adam's first step moves each coordinate by about lr against its gradient
+                    # [2, -4]: lr * g / (|g| + eps).
+                    closure(
+                        "Adam", {"lr": 0.1}, expected=(1 - 0.2 / (2 + 1e-8), -2 + 0.4 / (4 + 1e-8))
+                    ),
+                    intermittent(ADAM),
+                ]
+            },
+        ),
         "adam_test_state": [
             own_class("Adam"),
             *(state(ADAM, kwargs) for kwargs in cases.STATE_CASES),
             round_trip(ADAM),
         ],
         "adam_test_validation": [validation("Adam")],
-        "adamw_test_basic": [
-            own_class("AdamW"),
-            signature("AdamW", ADAMW.defaults, ADAMW.reference),
-            against_torch(ADAMW, cases.ADAMW_CASES["basic"]),
-        ],
-        "adamw_test_branches": [
-            own_class("AdamW"),
-            against_torch(ADAMW, cases.ADAMW_CASES["branches"]),
-        ],
-        "adamw_test_groups_frozen": [
-            own_class("AdamW"),
-            against_torch(ADAMW, cases.ADAMW_CASES["groups_frozen"]),
-            intermittent(ADAMW),
-            validation("AdamW"),
-        ],
+        **optimizer_cells(
+            ADAMW,
+            cases.ADAMW_CASES,
+            then={"adamw_test_groups_frozen": [intermittent(ADAMW), validation("AdamW")]},
+        ),
         "resume_training_test": [resume_training(with_state=True)],
         "resume_training_test_without_state": [resume_training(with_state=False)],
         "state_bytes_test_torch": [state_bytes_torch()],
@@ -354,54 +343,64 @@ def _compare_losses(
 
 def judge_resume_training(part: Part, found: dict[str, Any]) -> None:
     """See :func:`resume_training` (with the optimizer state)."""
-    stop = part.inputs["stop"]
-    setups = found["setups"]
-    for index, label in enumerate(_labels(part)):
-        outcome = setups[index]
-        got = _judge_resumed_run(part, outcome, label)
-        checkpoint = outcome["checkpoint"]
-        if not checkpoint["complete"]:
-            raise CheckFailed(
-                'the checkpoint should be a dict with the keys "model" and "optimizer" (the two '
-                f"state_dicts); it has {checkpoint['keys']}."
-            )
-        models, opts = outcome["model_calls"], outcome["optimizer_calls"]
-        if models != 2 or opts != 2:
-            raise CheckFailed(
-                f"train_resumed called make_model {models} and make_optimizer {opts} times: "
-                "build the model and optimizer once before the checkpoint and once more to "
-                "resume (fresh objects, as a new process would)."
-            )
-        _compare_losses(
-            got,
-            [float(x) for x in outcome["straight"]],
-            stop,
-            label,
-            "uninterrupted training",
-            " Resuming must restore both state_dicts, the model's and the optimizer's.",
-        )
+    _judge_resumed_runs(part, found, _judge_with_state)
 
 
 def judge_resume_training_without_state(part: Part, found: dict[str, Any]) -> None:
     """See :func:`resume_training` (without the optimizer state)."""
+    _judge_resumed_runs(part, found, _judge_without_state)
+
+
+def _judge_resumed_runs(
+    part: Part, found: dict[str, Any], judge_run: Callable[[dict, list[float], int, str], None]
+) -> None:
+    """For each setup, the checks both resume cells share, then ``judge_run``'s."""
     stop = part.inputs["stop"]
     setups = found["setups"]
     for index, label in enumerate(_labels(part)):
         outcome = setups[index]
         got = _judge_resumed_run(part, outcome, label)
-        straight = [float(x) for x in outcome["straight"]]
-        if outcome["model_calls"] != 2:
-            raise CheckFailed(
-                f"train_resumed called make_model {outcome['model_calls']} times: resume in a "
-                "fresh model."
-            )
-        if all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(got, straight, strict=True)):
-            raise CheckFailed(
-                f"{label}: with load_optimizer_state=False, the losses still equal the "
-                "uninterrupted run: the resumed optimizer must start fresh (no state loaded)."
-            )
-        fresh = [float(x) for x in outcome["fresh"]]
-        _compare_losses(got, fresh, stop, label, "resuming the model with a fresh optimizer")
+        judge_run(outcome, got, stop, label)
+
+
+def _judge_with_state(outcome: dict[str, Any], got: list[float], stop: int, label: str) -> None:
+    checkpoint = outcome["checkpoint"]
+    if not checkpoint["complete"]:
+        raise CheckFailed(
+            'the checkpoint should be a dict with the keys "model" and "optimizer" (the two '
+            f"state_dicts); it has {checkpoint['keys']}."
+        )
+    models, opts = outcome["model_calls"], outcome["optimizer_calls"]
+    if models != 2 or opts != 2:
+        raise CheckFailed(
+            f"train_resumed called make_model {models} and make_optimizer {opts} times: "
+            "build the model and optimizer once before the checkpoint and once more to "
+            "resume (fresh objects, as a new process would)."
+        )
+    _compare_losses(
+        got,
+        [float(x) for x in outcome["straight"]],
+        stop,
+        label,
+        "uninterrupted training",
+        " Resuming must restore both state_dicts, the model's and the optimizer's.",
+    )
+
+
+def _judge_without_state(outcome: dict[str, Any], got: list[float], stop: int, label: str) -> None:
+    straight = [float(x) for x in outcome["straight"]]
+    if outcome["model_calls"] != 2:
+        raise CheckFailed(
+            f"train_resumed called make_model {outcome['model_calls']} times: resume in a "
+            "fresh model."
+        )
+    if all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(got, straight, strict=True)):
+        raise CheckFailed(
+            f"{label}: with load_optimizer_state=False, the losses still equal the "
+            "uninterrupted run: the resumed optimizer must start fresh (no state loaded)."
+        )
+    fresh = [float(x) for x in outcome["fresh"]]
+    _compare_losses(got, fresh, stop, label, "resuming the model with a fresh optimizer")
 
 
 # --- state_bytes ---------------------------------------------------------------------------------

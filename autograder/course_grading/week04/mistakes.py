@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from course_grading.core.mistakes import Mistake
+from course_grading.core.tables import MistakeRow, catalogue
 
 
 def _bias_corrections(t: int, beta1: float, beta2: float, in_float32: bool) -> tuple[float, float]:
@@ -95,113 +95,117 @@ def adam_rule(
     return rule
 
 
-def _shared(prefix: str, decay: str) -> tuple[Mistake, ...]:
-    """The mistakes Adam and AdamW share (their update is the same apart from the decay)."""
-    return (
-        Mistake(
-            f"{prefix}/no_bias_correction",
-            "the moments are not bias-corrected: divide m by (1 - beta1**t) and v by "
-            "(1 - beta2**t), or the first steps have the wrong size.",
-            adam_rule(decay=decay, bias="none"),
-        ),
-        Mistake(
-            f"{prefix}/first_moment_only_corrected",
-            "only the first moment is bias-corrected; v needs its own correction 1 - beta2**t.",
-            adam_rule(decay=decay, bias="m_only"),
-        ),
-        Mistake(
-            f"{prefix}/eps_inside_sqrt",
-            "eps is added inside the square root; torch adds it outside: sqrt(v_hat) + eps.",
-            adam_rule(decay=decay, eps_inside=True),
-        ),
-        Mistake(
-            f"{prefix}/step_shared",
-            "one step counter is shared by all parameters and advances once per parameter; "
-            'each parameter counts its own steps in its state (state["step"]).',
-            adam_rule(decay=decay, shared_step=True),
-        ),
-        Mistake(
-            f"{prefix}/step_off_by_one",
-            "the step counter is one ahead: the first step must use t = 1 in the bias "
-            "corrections (start at 0 and add 1 before using it).",
-            adam_rule(decay=decay, step_offset=1),
-        ),
-        Mistake(
-            f"{prefix}/betas_swapped",
-            "beta1 and beta2 are swapped: betas[0] averages the gradient, betas[1] its square.",
-            adam_rule(decay=decay, betas_swapped=True),
-        ),
-        Mistake(
-            f"{prefix}/amsgrad_max_of_corrected",
-            "amsgrad keeps the maximum of the bias-corrected v_hat; torch keeps the maximum of "
-            "the raw exp_avg_sq and bias-corrects that maximum.",
-            adam_rule(decay=decay, amsgrad_max="corrected"),
-        ),
-        Mistake(
-            f"{prefix}/amsgrad_max_of_grad_sq",
-            "amsgrad keeps the maximum of the squared gradient; it should keep the maximum of "
-            "the running average exp_avg_sq.",
-            adam_rule(decay=decay, amsgrad_max="grad_sq"),
-        ),
-        Mistake(
-            f"{prefix}/amsgrad_ignored",
-            "amsgrad=True is ignored: the denominator must use the running maximum of exp_avg_sq.",
-            adam_rule(decay=decay, amsgrad_max="ignored"),
-        ),
-        Mistake(
-            f"{prefix}/maximize_ignored",
-            "maximize=True is ignored: the gradient must be negated first.",
-            adam_rule(decay=decay, ignore_maximize=True),
-        ),
-        Mistake(
-            f"{prefix}/float32_bias_correction",
-            "the bias corrections are computed from the float32 step tensor, which loses "
-            'digits in 1 - beta2**t; use the step as a Python number (state["step"].item()).',
-            adam_rule(decay=decay, float32_bias=True),
-        ),
-    )
-
-
-ADAM_MISTAKES = (
-    *_shared("adam", "l2"),
-    Mistake(
-        "adam/decoupled_decay",
+# The mistakes Adam and AdamW share, their update being the same apart from the decay: rows of
+# (name, adam_rule's keywords besides ``decay``, sentence).
+_SHARED: tuple[MistakeRow, ...] = (
+    (
+        "no_bias_correction",
+        {"bias": "none"},
+        "the moments are not bias-corrected: divide m by (1 - beta1**t) and v by "
+        "(1 - beta2**t), or the first steps have the wrong size.",
+    ),
+    (
+        "first_moment_only_corrected",
+        {"bias": "m_only"},
+        "only the first moment is bias-corrected; v needs its own correction 1 - beta2**t.",
+    ),
+    (
+        "eps_inside_sqrt",
+        {"eps_inside": True},
+        "eps is added inside the square root; torch adds it outside: sqrt(v_hat) + eps.",
+    ),
+    (
+        "step_shared",
+        {"shared_step": True},
+        "one step counter is shared by all parameters and advances once per parameter; "
+        'each parameter counts its own steps in its state (state["step"]).',
+    ),
+    (
+        "step_off_by_one",
+        {"step_offset": 1},
+        "the step counter is one ahead: the first step must use t = 1 in the bias "
+        "corrections (start at 0 and add 1 before using it).",
+    ),
+    (
+        "betas_swapped",
+        {"betas_swapped": True},
+        "beta1 and beta2 are swapped: betas[0] averages the gradient, betas[1] its square.",
+    ),
+    (
+        "amsgrad_max_of_corrected",
+        {"amsgrad_max": "corrected"},
+        "amsgrad keeps the maximum of the bias-corrected v_hat; torch keeps the maximum of "
+        "the raw exp_avg_sq and bias-corrects that maximum.",
+    ),
+    (
+        "amsgrad_max_of_grad_sq",
+        {"amsgrad_max": "grad_sq"},
+        "amsgrad keeps the maximum of the squared gradient; it should keep the maximum of "
+        "the running average exp_avg_sq.",
+    ),
+    (
+        "amsgrad_ignored",
+        {"amsgrad_max": "ignored"},
+        "amsgrad=True is ignored: the denominator must use the running maximum of exp_avg_sq.",
+    ),
+    (
+        "maximize_ignored",
+        {"ignore_maximize": True},
+        "maximize=True is ignored: the gradient must be negated first.",
+    ),
+    (
+        "float32_bias_correction",
+        {"float32_bias": True},
+        "the bias corrections are computed from the float32 step tensor, which loses "
+        'digits in 1 - beta2**t; use the step as a Python number (state["step"].item()).',
+    ),
+)
+_ADAM_ONLY: tuple[MistakeRow, ...] = (
+    (
+        "decoupled_decay",
+        {"decay": "decoupled"},
         "weight decay is decoupled (the parameter is shrunk directly, as AdamW does); Adam "
         "adds weight_decay * p to the gradient before the moments (L2).",
-        adam_rule(decay="decoupled"),
     ),
-    Mistake(
-        "adam/maximize_negates_decay",
+    (
+        "maximize_negates_decay",
+        {"maximize_negates_decay": True},
         "with maximize=True the weight-decay term is negated too; torch negates only the "
         "gradient, then adds weight_decay * p.",
-        adam_rule(maximize_negates_decay=True),
+    ),
+)
+_ADAMW_ONLY: tuple[MistakeRow, ...] = (
+    (
+        "l2_instead_of_decoupled",
+        {"decay": "l2"},
+        "this is Adam + L2: weight_decay * p is added to the gradient. AdamW shrinks the "
+        "parameter itself, p *= 1 - lr * weight_decay, and keeps the decay out of the moments.",
+    ),
+    (
+        "decay_without_lr",
+        {"decay": "decoupled_no_lr"},
+        "the decay is not multiplied by the learning rate: AdamW shrinks p by "
+        "1 - lr * weight_decay, not 1 - weight_decay.",
+    ),
+    (
+        "decay_applied_twice",
+        {"decay": "decoupled_and_l2"},
+        "weight decay is applied twice: the parameter is shrunk and weight_decay * p is also "
+        "added to the gradient (pass weight_decay=0 to the Adam part).",
+    ),
+    (
+        "decay_after_update",
+        {"decay": "decoupled_after"},
+        "the decay is applied after the Adam update; torch shrinks the parameter first, then "
+        "takes the Adam step.",
     ),
 )
 
+ADAM_MISTAKES = (
+    *catalogue("adam", adam_rule, _SHARED, decay="l2"),
+    *catalogue("adam", adam_rule, _ADAM_ONLY),
+)
 ADAMW_MISTAKES = (
-    Mistake(
-        "adamw/l2_instead_of_decoupled",
-        "this is Adam + L2: weight_decay * p is added to the gradient. AdamW shrinks the "
-        "parameter itself, p *= 1 - lr * weight_decay, and keeps the decay out of the moments.",
-        adam_rule(decay="l2"),
-    ),
-    Mistake(
-        "adamw/decay_without_lr",
-        "the decay is not multiplied by the learning rate: AdamW shrinks p by "
-        "1 - lr * weight_decay, not 1 - weight_decay.",
-        adam_rule(decay="decoupled_no_lr"),
-    ),
-    Mistake(
-        "adamw/decay_applied_twice",
-        "weight decay is applied twice: the parameter is shrunk and weight_decay * p is also "
-        "added to the gradient (pass weight_decay=0 to the Adam part).",
-        adam_rule(decay="decoupled_and_l2"),
-    ),
-    Mistake(
-        "adamw/decay_after_update",
-        "the decay is applied after the Adam update; torch shrinks the parameter first, then "
-        "takes the Adam step.",
-        adam_rule(decay="decoupled_after"),
-    ),
-    *_shared("adamw", "decoupled"),
+    *catalogue("adamw", adam_rule, _ADAMW_ONLY),
+    *catalogue("adamw", adam_rule, _SHARED, decay="decoupled"),
 )

@@ -12,13 +12,14 @@ import copy
 import functools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from course_grading.week05.mistakes import Stopper
 from course_grading.week05.produce import (
+    clip_params,
     dummy_model,
     factor,
     mark,
@@ -127,6 +128,26 @@ def _clip_case(
 MLP_SHAPES = ((24, 64), (24,), (10, 24), (10,))
 
 
+def _nonfinite_case(
+    poison: float | None, seed: int, error_if_nonfinite: bool = False
+) -> dict[str, Any]:
+    """The model's gradients (scale 1, max_norm 1) with one element ``poison`` (inf, NaN, or
+    None: all finite), named after what they hold and the option."""
+    what = "finite gradients"
+    if poison is not None:
+        what = f"a gradient containing {'NaN' if math.isnan(poison) else 'inf'}"
+    option = ", error_if_nonfinite=True" if error_if_nonfinite else ""
+    return _clip_case(
+        what + option,
+        [1.0] * 4,
+        MLP_SHAPES,
+        1.0,
+        poison=poison,
+        error_if_nonfinite=error_if_nonfinite,
+        seed=seed,
+    )
+
+
 @functools.cache
 def clip_cases() -> dict[str, list[dict[str, Any]]]:
     """The clipping cases of each test cell (``basic``, ``options``, ``nonfinite``)."""
@@ -175,38 +196,11 @@ def clip_cases() -> dict[str, list[dict[str, Any]]]:
             _clip_case("no parameter has a gradient", [None, None], ((3,), (2, 2)), 1.0),
         ],
         "nonfinite": [
-            _clip_case(
-                "a gradient containing inf", [1.0] * 4, MLP_SHAPES, 1.0, poison=math.inf, seed=10
-            ),
-            _clip_case(
-                "a gradient containing NaN", [1.0] * 4, MLP_SHAPES, 1.0, poison=math.nan, seed=11
-            ),
-            _clip_case(
-                "a gradient containing inf, error_if_nonfinite=True",
-                [1.0] * 4,
-                MLP_SHAPES,
-                1.0,
-                poison=math.inf,
-                error_if_nonfinite=True,
-                seed=12,
-            ),
-            _clip_case(
-                "a gradient containing NaN, error_if_nonfinite=True",
-                [1.0] * 4,
-                MLP_SHAPES,
-                1.0,
-                poison=math.nan,
-                error_if_nonfinite=True,
-                seed=13,
-            ),
-            _clip_case(
-                "finite gradients, error_if_nonfinite=True",
-                [1.0] * 4,
-                MLP_SHAPES,
-                1.0,
-                error_if_nonfinite=True,
-                seed=14,
-            ),
+            _nonfinite_case(math.inf, seed=10),
+            _nonfinite_case(math.nan, seed=11),
+            _nonfinite_case(math.inf, error_if_nonfinite=True, seed=12),
+            _nonfinite_case(math.nan, error_if_nonfinite=True, seed=13),
+            _nonfinite_case(None, error_if_nonfinite=True, seed=14),
         ],
     }
 
@@ -301,26 +295,14 @@ def lambda_lr(case: dict[str, Any]) -> list[list[float]]:
     return _run_scheduler(opt, scheduler, case["n_steps"])
 
 
-def make_params(case: dict[str, Any]) -> tuple[list[torch.Tensor], Any]:
-    """The case's parameters with their gradients, and the argument a clipper gets."""
-    params = []
-    for shape, g in zip(case["shapes"], case["grads"], strict=True):
-        p = torch.zeros(shape, dtype=getattr(torch, case["dtype"]), requires_grad=True)
-        p.grad = None if g is None else g.clone()
-        params.append(p)
-    if case["form"] == "tensor":
-        return params, params[0]
-    if case["form"] == "generator":
-        return params, (p for p in params)
-    return params, list(params)
-
-
-def clip(case: dict[str, Any]) -> dict[str, Any]:
-    """clip_grad_norm_ on the case's gradients: the returned norm (or error) and the grads."""
-    params, arg = make_params(case)
+def clip(case: dict[str, Any], clipper: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """``clipper`` (torch.nn.utils.clip_grad_norm_) on the case's gradients: the returned norm
+    (or the text of the RuntimeError it raised) and the gradients after it."""
+    clipper = clipper or torch.nn.utils.clip_grad_norm_
+    params, arg = clip_params(case)
     result: dict[str, Any] = {"error": None, "total": None}
     try:
-        total = torch.nn.utils.clip_grad_norm_(
+        total = clipper(
             arg,
             case["max_norm"],
             norm_type=case["norm_type"],
@@ -329,7 +311,7 @@ def clip(case: dict[str, Any]) -> dict[str, Any]:
         result["total"] = float(total)
     except RuntimeError as exc:
         result["error"] = str(exc)
-    result["grads"] = [None if p.grad is None else p.grad.clone() for p in params]
+    result["grads"] = [None if p.grad is None else p.grad.detach().clone() for p in params]
     return result
 
 

@@ -299,37 +299,48 @@ def _fans(shape: Sequence[int], swapped: bool, receptive: bool) -> tuple[int, in
     return (fan_out, fan_in) if swapped else (fan_in, fan_out)
 
 
-def init_std(
-    swapped: bool = False,
-    receptive: bool = True,
-    xavier_two: bool = True,
-    gain: str = "right",
-    mode_ignored: bool = False,
-    variance: bool = False,
-    kaiming_sum: bool = False,
-) -> Callable[[str, Sequence[int], dict[str, Any]], float]:
-    """The std of xavier_normal_ / kaiming_normal_, with one deviation."""
+INIT_STD_SLIPS = frozenset(
+    {
+        "fans_swapped",
+        "no_receptive_field",
+        "xavier_no_two",
+        "kaiming_no_gain",
+        "kaiming_gain_without_a",
+        "mode_ignored",
+        "variance",
+        "kaiming_uses_both_fans",
+    }
+)
+
+
+def init_std(slip: str) -> Callable[[str, Sequence[int], dict[str, Any]], float]:
+    """The std of xavier_normal_ / kaiming_normal_ with one slip, named as in its mistake's
+    id (one of :data:`INIT_STD_SLIPS`)."""
+    if slip not in INIT_STD_SLIPS:
+        raise ValueError(f"no init_std slip {slip!r}")
 
     def rule(kind: str, shape: Sequence[int], kwargs: dict[str, Any]) -> float:
-        fan_in, fan_out = _fans(shape, swapped, receptive)
+        fan_in, fan_out = _fans(
+            shape, swapped=slip == "fans_swapped", receptive=slip != "no_receptive_field"
+        )
         if kind == "xavier":
             g = kwargs.get("gain", 1.0)
-            var = g**2 * (2.0 if xavier_two else 1.0) / (fan_in + fan_out)
+            var = g**2 * (1.0 if slip == "xavier_no_two" else 2.0) / (fan_in + fan_out)
         else:
             a = kwargs.get("a", 0)
             nonlinearity = kwargs.get("nonlinearity", "leaky_relu")
-            mode = "fan_in" if mode_ignored else kwargs.get("mode", "fan_in")
+            mode = "fan_in" if slip == "mode_ignored" else kwargs.get("mode", "fan_in")
             fan = fan_in if mode == "fan_in" else fan_out
-            if kaiming_sum:
+            if slip == "kaiming_uses_both_fans":
                 fan = fan_in + fan_out
-            if gain == "none":
+            if slip == "kaiming_no_gain":
                 g = 1.0
-            elif gain == "no_param":
+            elif slip == "kaiming_gain_without_a":
                 g = torch.nn.init.calculate_gain(nonlinearity)
             else:
                 g = torch.nn.init.calculate_gain(nonlinearity, a)
             var = g**2 / fan
-        return var if variance else math.sqrt(var)
+        return var if slip == "variance" else math.sqrt(var)
 
     return rule
 
@@ -339,47 +350,47 @@ INIT_STD_MISTAKES = (
         "init_std/fans_swapped",
         "fan_in and fan_out are swapped: a weight has shape (out_features, in_features, ...), "
         "so fan_in comes from weight.shape[1].",
-        init_std(swapped=True),
+        init_std("fans_swapped"),
     ),
     Mistake(
         "init_std/no_receptive_field",
         "for a convolution the fans include the kernel: fan_in = shape[1] * (product of "
         "shape[2:]), fan_out = shape[0] * (the same product).",
-        init_std(receptive=False),
+        init_std("no_receptive_field"),
     ),
     Mistake(
         "init_std/xavier_no_two",
         "Xavier's variance is gain**2 * 2 / (fan_in + fan_out): the 2 is missing.",
-        init_std(xavier_two=False),
+        init_std("xavier_no_two"),
     ),
     Mistake(
         "init_std/kaiming_no_gain",
         "the gain of the nonlinearity is missing: std = gain / sqrt(fan), with "
         "gain = torch.nn.init.calculate_gain(nonlinearity, a).",
-        init_std(gain="none"),
+        init_std("kaiming_no_gain"),
     ),
     Mistake(
         "init_std/kaiming_gain_without_a",
         "the gain ignores `a`: pass it on, calculate_gain(nonlinearity, a) (without it "
         "leaky_relu assumes a slope of 0.01).",
-        init_std(gain="no_param"),
+        init_std("kaiming_gain_without_a"),
     ),
     Mistake(
         "init_std/mode_ignored",
         "mode='fan_out' must divide by fan_out (it preserves the size of the gradients in the "
         "backward pass instead of the activations in the forward pass).",
-        init_std(mode_ignored=True),
+        init_std("mode_ignored"),
     ),
     Mistake(
         "init_std/variance",
         "that is the variance; return its square root, the standard deviation.",
-        init_std(variance=True),
+        init_std("variance"),
     ),
     Mistake(
         "init_std/kaiming_uses_both_fans",
         "He (Kaiming) initialization divides by one fan (fan_in by default), not by "
         "fan_in + fan_out.",
-        init_std(kaiming_sum=True),
+        init_std("kaiming_uses_both_fans"),
     ),
 )
 
@@ -387,28 +398,28 @@ INIT_STD_MISTAKES = (
 # --- early_stopping ------------------------------------------------------------------------------
 
 
-class Stopper:
-    """The reference early stopping, with optional deviations for the mistake catalogue."""
+STOPPER_SLIPS = frozenset(
+    {
+        "patience_late",
+        "patience_early",
+        "no_reset",
+        "min_delta_ignored",
+        "min_delta_sign",
+        "ties_improve",
+    }
+)
 
-    def __init__(
-        self,
-        patience: int = 5,
-        min_delta: float = 0.0,
-        *,
-        patience_shift: int = 0,
-        reset: bool = True,
-        use_min_delta: bool = True,
-        delta_sign: float = 1.0,
-        ties: bool = False,
-        copy_state: bool = True,
-    ) -> None:
+
+class Stopper:
+    """The reference early stopping; with a ``slip`` (one of :data:`STOPPER_SLIPS`, named as
+    in its mistake's id), a typical wrong one for the mistake catalogue."""
+
+    def __init__(self, patience: int = 5, min_delta: float = 0.0, slip: str | None = None) -> None:
+        if slip is not None and slip not in STOPPER_SLIPS:
+            raise ValueError(f"no early-stopping slip {slip!r}")
         self.patience = patience
-        self.min_delta = min_delta if use_min_delta else 0.0
-        self.patience_shift = patience_shift
-        self.reset = reset
-        self.delta_sign = delta_sign
-        self.ties = ties
-        self.copy_state = copy_state
+        self.min_delta = min_delta
+        self.slip = slip
         self.best_loss = math.inf
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -418,18 +429,20 @@ class Stopper:
     def step(self, val_loss: float, model: torch.nn.Module) -> bool:
         """Record one epoch; True when training should stop."""
         self.epoch += 1
-        threshold = self.best_loss - self.delta_sign * self.min_delta
-        better = val_loss <= threshold if self.ties else val_loss < threshold
+        min_delta = 0.0 if self.slip == "min_delta_ignored" else self.min_delta
+        sign = -1.0 if self.slip == "min_delta_sign" else 1.0
+        threshold = self.best_loss - sign * min_delta
+        better = val_loss <= threshold if self.slip == "ties_improve" else val_loss < threshold
         if better:
             self.best_loss = float(val_loss)
             self.best_epoch = self.epoch
-            state = model.state_dict()
-            self.best_state = copy.deepcopy(state) if self.copy_state else state
-            if self.reset:
+            self.best_state = copy.deepcopy(model.state_dict())
+            if self.slip != "no_reset":
                 self.bad_epochs = 0
         else:
             self.bad_epochs += 1
-        return self.bad_epochs >= self.patience + self.patience_shift
+        shift = {"patience_late": 1, "patience_early": -1}.get(self.slip or "", 0)
+        return self.bad_epochs >= self.patience + shift
 
     def restore(self, model: torch.nn.Module) -> None:
         """Load the best weights back into ``model``."""
@@ -437,9 +450,9 @@ class Stopper:
             model.load_state_dict(self.best_state)
 
 
-def stopper(**deviation: Any) -> Callable[[int, float], Stopper]:
-    """A factory of reference stoppers with one deviation."""
-    return lambda patience, min_delta: Stopper(patience, min_delta, **deviation)
+def stopper(slip: str) -> Callable[[int, float], Stopper]:
+    """A factory of stoppers with one slip."""
+    return lambda patience, min_delta: Stopper(patience, min_delta, slip)
 
 
 EARLY_STOPPING_MISTAKES = (
@@ -447,36 +460,36 @@ EARLY_STOPPING_MISTAKES = (
         "early_stopping/patience_late",
         "patience is off by one: training stops one epoch late. Stop as soon as the number of "
         "epochs without improvement reaches patience.",
-        stopper(patience_shift=1),
+        stopper("patience_late"),
     ),
     Mistake(
         "early_stopping/patience_early",
         "patience is off by one: training stops one epoch early. Stop when the number of "
         "epochs without improvement reaches patience, not patience - 1.",
-        stopper(patience_shift=-1),
+        stopper("patience_early"),
     ),
     Mistake(
         "early_stopping/no_reset",
         "the count of epochs without improvement is not reset to 0 when the loss improves.",
-        stopper(reset=False),
+        stopper("no_reset"),
     ),
     Mistake(
         "early_stopping/min_delta_ignored",
         "min_delta is ignored: a loss only counts as an improvement if it is below "
         "best_loss - min_delta.",
-        stopper(use_min_delta=False),
+        stopper("min_delta_ignored"),
     ),
     Mistake(
         "early_stopping/min_delta_sign",
         "min_delta has the wrong sign: a loss counts as an improvement only if it is below "
         "best_loss - min_delta, not best_loss + min_delta.",
-        stopper(delta_sign=-1.0),
+        stopper("min_delta_sign"),
     ),
     Mistake(
         "early_stopping/ties_improve",
         "an equal loss counts as an improvement; it must be strictly lower than "
         "best_loss - min_delta.",
-        stopper(ties=True),
+        stopper("ties_improve"),
     ),
 )
 

@@ -165,17 +165,23 @@ def clip_runs(fn: Any, cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def _clip_run(fn: Any, case: dict[str, Any]) -> dict[str, Any]:
+def clip_params(case: dict[str, Any]) -> tuple[list[torch.Tensor], Any]:
+    """The case's parameters with their gradients, and the argument a clipper gets (a list,
+    a generator or a single tensor, as the case's ``form`` says)."""
     params = []
     for shape, grad in zip(case["shapes"], case["grads"], strict=True):
-        p = torch.zeros(tuple(shape), dtype=torch.float64, requires_grad=True)
+        p = torch.zeros(tuple(shape), dtype=getattr(torch, case["dtype"]), requires_grad=True)
         p.grad = None if grad is None else grad.clone()
         params.append(p)
-    arg: Any = list(params)
     if case["form"] == "tensor":
-        arg = params[0]
-    elif case["form"] == "generator":
-        arg = (p for p in params)
+        return params, params[0]
+    if case["form"] == "generator":
+        return params, (p for p in params)
+    return params, list(params)
+
+
+def _clip_run(fn: Any, case: dict[str, Any]) -> dict[str, Any]:
+    params, arg = clip_params(case)
     before = [p.grad for p in params]
     result: dict[str, Any] = {"total": None, "not_number": None, "error": None, "exception": None}
     try:
@@ -281,8 +287,13 @@ def _attribute(stopper: Any, name: str) -> dict[str, Any]:
     return {"missing": False, "repr": str(text)[:1500], "number": number}
 
 
-def stopping_runs(EarlyStopping: Any, cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For each case, the stopper's answers on its losses, then its best_loss and best_epoch.
+def _stopper_runs(
+    EarlyStopping: Any,
+    cases: Sequence[dict[str, Any]],
+    run: Callable[[Any, dict[str, Any]], tuple[dict[str, Any], bool]],
+) -> list[dict[str, Any]]:
+    """For each case, a new stopper with its ``patience`` and ``min_delta``, then
+    ``run(stopper, case)``: what happened, and whether the student's code raised.
 
     Stops at the first case whose stopper could not be made or raised.
     """
@@ -292,42 +303,52 @@ def stopping_runs(EarlyStopping: Any, cases: Sequence[dict[str, Any]]) -> list[d
         if problem is not None:
             found.append(problem)
             break
-        flags, problem = _flags(stopper, case["losses"], dummy_model())
-        if problem is not None:
-            found.append({"flags": flags, **problem})
+        outcome, raised = run(stopper, case)
+        found.append(outcome)
+        if raised:
             break
-        best = {name: _attribute(stopper, name) for name in ("best_loss", "best_epoch")}
-        found.append({"flags": flags, "best": best})
     return found
+
+
+def stopping_runs(EarlyStopping: Any, cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each case, the stopper's answers on its losses, then its best_loss and best_epoch.
+
+    Stops at the first case whose stopper could not be made or raised.
+    """
+    return _stopper_runs(EarlyStopping, cases, _stopping_run)
+
+
+def _stopping_run(stopper: Any, case: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    flags, problem = _flags(stopper, case["losses"], dummy_model())
+    if problem is not None:
+        return {"flags": flags, **problem}, True
+    best = {name: _attribute(stopper, name) for name in ("best_loss", "best_epoch")}
+    return {"flags": flags, "best": best}, False
 
 
 def restore_runs(EarlyStopping: Any, cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each case: the answers, then twice ``restore(model)`` (training on in between),
     each time the epoch written in the model's first weight and in its BatchNorm buffer."""
-    found = []
-    for case in cases:
-        stopper, problem = _new_stopper(EarlyStopping, case["patience"], case["min_delta"])
-        if problem is not None:
-            found.append(problem)
-            break
-        model = dummy_model()
-        flags, problem = _flags(stopper, case["losses"], model)
-        if problem is not None:
-            found.append({"flags": flags, **problem})
-            break
-        restores: list[dict[str, Any]] = []
-        found.append({"flags": flags, "restores": restores})
-        for again in (False, True):
-            _, error = attempt(lambda s=stopper, m=model: s.restore(m))
-            if error is None:
-                seen, error = attempt(lambda m=model: _restored_marks(m))
-            if error is not None:
-                restores.append({"error": error})
-                return found
-            restores.append(seen)
-            if not again:
-                mark(model, 99)  # training on; a second restore must still find the best
-    return found
+    return _stopper_runs(EarlyStopping, cases, _restore_run)
+
+
+def _restore_run(stopper: Any, case: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    model = dummy_model()
+    flags, problem = _flags(stopper, case["losses"], model)
+    if problem is not None:
+        return {"flags": flags, **problem}, True
+    restores: list[dict[str, Any]] = []
+    for again in (False, True):
+        _, error = attempt(lambda: stopper.restore(model))
+        if error is None:
+            seen, error = attempt(lambda: _restored_marks(model))
+        if error is not None:
+            restores.append({"error": error})
+            return {"flags": flags, "restores": restores}, True
+        restores.append(seen)
+        if not again:
+            mark(model, 99)  # training on; a second restore must still find the best
+    return {"flags": flags, "restores": restores}, False
 
 
 def _restored_marks(model: nn.Module) -> dict[str, float]:
@@ -380,17 +401,12 @@ def overfitting_runs(
     it stopped, the weights then (``last``) and after ``restore(model)`` (``restored``).
     Stops at the first setting whose stopper could not be made or raised.
     """
-    found = []
-    for setting in settings:
-        stopper, problem = _new_stopper(EarlyStopping, setting["patience"], setting["min_delta"])
-        if problem is not None:
-            found.append(problem)
-            break
-        run = _overfitting_run(stopper, max_epochs)
-        found.append(run)
-        if "step_error" in run or "restore_error" in run:
-            break
-    return found
+
+    def run(stopper: Any, _setting: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        outcome = _overfitting_run(stopper, max_epochs)
+        return outcome, "step_error" in outcome or "restore_error" in outcome
+
+    return _stopper_runs(EarlyStopping, settings, run)
 
 
 def _overfitting_run(stopper: Any, max_epochs: int) -> dict[str, Any]:

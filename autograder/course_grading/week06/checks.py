@@ -17,16 +17,16 @@ import functools
 import importlib
 import math
 import pkgutil
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 
 from course_grading.core.checks import CheckFailed, Checks, Part, error_text
-from course_grading.core.compare import first_difference
 from course_grading.core.interface import judge_value_error, own_class, signature
-from course_grading.core.mistakes import identify
-from course_grading.core.optimizers import unchanged
-from course_grading.core.references import TORCH_DEFAULTS, digit_batches, reference_runs
+from course_grading.core.optimizers import OptimizerSpec, against_torch
+from course_grading.core.references import TORCH_DEFAULTS
+from course_grading.core.runs import Case
 from course_grading.core.torch_hiding import OPTIMIZER_OPS, OPTIMIZER_REASON
 from course_grading.week06 import cases
 from course_grading.week06.cases import DTYPE_NAMES, dtype_name
@@ -38,6 +38,7 @@ from course_grading.week06.mistakes import (
     ulp_mistakes,
 )
 from course_grading.week06.produce import (
+    MasterCase,
     MasterRun,
     ScalerCase,
     ScalerRun,
@@ -131,20 +132,47 @@ def ulp(kind: str) -> Part:
 
 def judge_ulp(part: Part, outcomes: list[dict[str, Any]]) -> None:
     """See :func:`ulp`."""
-    for (x, dtype, what), expected, outcome in zip(
-        part.context["cases"], part.expected, outcomes, strict=True
-    ):
-        if outcome.get("error"):
-            raise CheckFailed(f"ulp({x!r}, torch.{dtype}) raised {error_text(outcome['error'])}")
-        got = outcome["value"]
-        if got == expected:
-            continue
-        message = (
+
+    def wrong(case: tuple[float, torch.dtype, str], got: float, expected: float) -> str:
+        x, dtype, what = case
+        return (
             f"for {what} ({x!r} in {dtype_name(dtype)}), ulp gave {got!r}; the gap to the next "
             f"{dtype_name(dtype)} number is {expected!r}."
         )
-        for value, hint in ulp_mistakes(x, dtype, expected):
-            if got == value and value != expected:
+
+    _judge_exact_values(
+        part.context["cases"],
+        part.expected,
+        outcomes,
+        call=lambda case: f"ulp({case[0]!r}, torch.{case[1]})",
+        wrong=wrong,
+        mistakes=lambda case, expected: ulp_mistakes(case[0], case[1], expected),
+    )
+
+
+def _judge_exact_values(
+    calls: Sequence[Any],
+    expected: Sequence[Any],
+    outcomes: list[dict[str, Any]],
+    call: Callable[[Any], str],
+    wrong: Callable[[Any, Any, Any], str],
+    mistakes: Callable[[Any, Any], Iterable[tuple[Any, str]]],
+) -> None:
+    """Each call returned exactly its expected value.
+
+    ``call(c)`` names the call in an error, ``wrong(c, got, expected)`` says what is wrong;
+    ``mistakes(c, expected)`` are (the value a typical mistake gives, what it means), in the
+    order the feedback tries them.
+    """
+    for c, want, outcome in zip(calls, expected, outcomes, strict=True):
+        if outcome.get("error"):
+            raise CheckFailed(f"{call(c)} raised {error_text(outcome['error'])}")
+        got = outcome["value"]
+        if got == want:
+            continue
+        message = wrong(c, got, want)
+        for value, hint in mistakes(c, want):
+            if got == value and value != want:
                 message += f" This looks like a typical mistake: {hint}"
                 break
         raise CheckFailed(message)
@@ -374,7 +402,7 @@ def scaler_runs(kind: str) -> Part:
         judge_scaler_runs,
         inputs={"cases": [c.to_request() for c in scaler_cases], "forbid": list(SCALER_FORBID)},
         reference=lambda: cases.scaler_references(scaler_cases),
-        context={"cases": scaler_cases},
+        context={"cases": scaler_cases, "answer": "LossScaler", "mistakes": LOSS_SCALER_MISTAKES},
     )
 
 
@@ -424,22 +452,44 @@ def _scaler_difference(student: ScalerRun, ref: ScalerRun, case: ScalerCase) -> 
 
 def judge_scaler_runs(part: Part, found: dict[str, Any]) -> None:
     """See :func:`scaler_runs`."""
+    _judge_class_runs(part, found, run_scaler, _scaler_difference, forbidden=_forbidden_scaler_call)
+
+
+def _judge_class_runs(
+    part: Part,
+    found: dict[str, Any],
+    rerun: Callable[[Any, Any], Any],
+    difference: Callable[[Any, Any, Any], str | None],
+    same: Callable[[Any, Any], bool] | None = None,
+    forbidden: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """The student's class (``part.context["answer"]``) ran every case like the reference.
+
+    ``difference(student, reference, case)`` says how two runs part, or None. A failing case
+    is run again (``rerun(factory, case)``) with each typical wrong class of
+    ``part.context["mistakes"]``, and the first whose run is the ``same(student, wrong)`` as
+    the student's (by default: no difference) is named. ``forbidden(error)`` may fail first
+    on a forbidden call.
+    """
+    answer = part.context["answer"]
     error = found.get("error")
     for index, (case, ref) in enumerate(zip(part.context["cases"], part.expected, strict=True)):
         if error is not None and error["case"] == index:
-            _forbidden_scaler_call(error)
+            if forbidden is not None:
+                forbidden(error)
             raise CheckFailed(
-                f"[{case.name}] your LossScaler raised {error['type']}: {error['message']}"
+                f"[{case.name}] your {answer} raised {error['type']}: {error['message']}"
             )
-        student = ScalerRun(**found["runs"][index])
-        problem = _scaler_difference(student, ref, case)
+        student = type(ref)(**found["runs"][index])  # a ScalerRun, a MasterRun
+        problem = difference(student, ref, case)
         if problem is None:
             continue
         message = f"[{case.name}] {problem}"
         with cases.quiet(), one_thread():
-            for mistake in LOSS_SCALER_MISTAKES:
-                wrong = run_scaler(mistake.factory, case)
-                if _scaler_difference(student, wrong, case) is None:
+            for mistake in part.context["mistakes"]:
+                wrong = rerun(mistake.factory, case)
+                alike = same(student, wrong) if same else difference(student, wrong, case) is None
+                if alike:
                     message += f" This looks like a typical mistake: {mistake.sentence}"
                     break
         raise CheckFailed(message)
@@ -511,11 +561,15 @@ def master_runs(kind: str) -> Part:
         judge_master_runs,
         inputs={"cases": [c.to_request() for c in master_cases]},
         reference=lambda: cases.master_references(master_cases),
-        context={"cases": master_cases},
+        context={
+            "cases": master_cases,
+            "answer": "MasterWeightOptimizer",
+            "mistakes": MASTER_WEIGHTS_MISTAKES,
+        },
     )
 
 
-def _master_difference(student: MasterRun, ref: MasterRun, dtype: str) -> str | None:
+def _master_difference(student: MasterRun, ref: MasterRun, case: MasterCase) -> str | None:
     for t, (params, masters, want) in enumerate(
         zip(student.params, student.masters, ref.masters, strict=True)
     ):
@@ -534,7 +588,7 @@ def _master_difference(student: MasterRun, ref: MasterRun, dtype: str) -> str | 
                     "weights (fp32 copies, gradients cast to fp32, the inner optimizer stepping "
                     "the copies, the result written back)."
                 )
-        low = getattr(torch, dtype)
+        low = getattr(torch, case.dtype)
         for name, p in params.items():
             if not torch.equal(p, masters[name].to(low).float()):
                 return (
@@ -555,25 +609,7 @@ def _same_master_run(a: MasterRun, b: MasterRun) -> bool:
 
 def judge_master_runs(part: Part, found: dict[str, Any]) -> None:
     """See :func:`master_runs`."""
-    error = found.get("error")
-    for index, (case, ref) in enumerate(zip(part.context["cases"], part.expected, strict=True)):
-        if error is not None and error["case"] == index:
-            raise CheckFailed(
-                f"[{case.name}] your MasterWeightOptimizer raised {error['type']}: "
-                f"{error['message']}"
-            )
-        student = MasterRun(**found["runs"][index])
-        problem = _master_difference(student, ref, case.dtype)
-        if problem is None:
-            continue
-        message = f"[{case.name}] {problem}"
-        with cases.quiet(), one_thread():
-            for mistake in MASTER_WEIGHTS_MISTAKES:
-                wrong = run_master(mistake.factory, case)
-                if _same_master_run(student, wrong):
-                    message += f" This looks like a typical mistake: {mistake.sentence}"
-                    break
-        raise CheckFailed(message)
+    _judge_class_runs(part, found, run_master, _master_difference, same=_same_master_run)
 
 
 # --- adamw_traffic -----------------------------------------------------------------------------
@@ -596,21 +632,20 @@ def adamw_traffic() -> Part:
 
 def judge_adamw_traffic(part: Part, outcomes: list[dict[str, Any]]) -> None:
     """See :func:`adamw_traffic`."""
-    for (n, pb, gb, sb), expected, outcome in zip(
-        cases.TRAFFIC_CALLS, part.expected, outcomes, strict=True
-    ):
-        if outcome.get("error"):
-            raise CheckFailed(f"adamw_step_bytes raised {error_text(outcome['error'])}")
-        got = outcome["value"]
-        if got == expected:
-            continue
+
+    def wrong(call: tuple[int, int, int, int], got: Any, expected: int) -> str:
+        n, pb, gb, sb = call
         args = f"adamw_step_bytes({n}, param_bytes={pb}, grad_bytes={gb}, state_bytes={sb})"
-        message = f"{args} returned {got!r}; expected {expected}."
-        for value, hint in traffic_mistakes(n, pb, gb, sb).items():
-            if got == value and value != expected:
-                message += f" This looks like a typical mistake: {hint}"
-                break
-        raise CheckFailed(message)
+        return f"{args} returned {got!r}; expected {expected}."
+
+    _judge_exact_values(
+        cases.TRAFFIC_CALLS,
+        part.expected,
+        outcomes,
+        call=lambda _: "adamw_step_bytes",
+        wrong=wrong,
+        mistakes=lambda call, _: traffic_mistakes(*call).items(),
+    )
 
 
 # --- flat_adamw --------------------------------------------------------------------------------
@@ -645,59 +680,40 @@ def optim_forbid() -> tuple[str, ...]:
     return tuple(found)
 
 
+def _flat_raised(case: Case, error: dict[str, Any]) -> str:
+    if error.get("forbidden"):
+        return (
+            f"`FlatAdamW` called {error['forbidden']}: the update must be your own "
+            "code, not torch.optim's."
+        )
+    hint = ""
+    if case.frozen and any(base in _FROZEN_ERRORS for base in error.get("bases", ())):
+        hint = " Leave parameters that do not require a gradient out of the flat buffers."
+    return f"[{case.name}] your FlatAdamW raised {error['type']}: {error['message']}.{hint}"
+
+
+FLAT_ADAMW = OptimizerSpec(
+    "FlatAdamW",
+    "torch.optim.AdamW",
+    FLAT_ADAMW_MISTAKES,
+    defaults=ADAMW_DEFAULTS,
+    never_changed=(
+        " Your FlatAdamW never changed the model's parameters: point each p.data at "
+        "its slice of the flat buffer, and update that buffer in place."
+    ),
+    raised=_flat_raised,
+)
+
+
 def flat_runs(kind: str) -> Part:
-    """FlatAdamW matches torch.optim.AdamW after every step of every case of ``kind``."""
-    flat_cases = cases.FLAT_CASES[kind]
-    batches = digit_batches()
-    return Part(
+    """FlatAdamW matches torch.optim.AdamW after every step of every case of ``kind``, with
+    torch.optim's update code blocked (judged as every week's optimizer runs are)."""
+    return against_torch(
+        FLAT_ADAMW,
+        cases.FLAT_CASES[kind],
         "week06.produce:optimizer_runs",
-        judge_flat_runs,
-        inputs={
-            "cases": [c.to_request() for c in flat_cases],
-            "batches": batches,
-            "forbid": list(optim_forbid()),
-        },
-        reference=lambda: reference_runs("torch.optim.AdamW", flat_cases, batches),
-        context={"cases": flat_cases},
+        forbid=list(optim_forbid()),
     )
-
-
-def judge_flat_runs(part: Part, found: dict[str, Any]) -> None:
-    """See :func:`flat_runs`."""
-    runs = found["runs"]
-    error = found.get("error")
-    for index, (case, expected) in enumerate(
-        zip(part.context["cases"], part.expected, strict=True)
-    ):
-        if error is not None and error["case"] == index:
-            if error.get("forbidden"):
-                raise CheckFailed(
-                    f"`FlatAdamW` called {error['forbidden']}: the update must be your own "
-                    "code, not torch.optim's."
-                )
-            hint = ""
-            if case.frozen and any(base in _FROZEN_ERRORS for base in error.get("bases", ())):
-                hint = " Leave parameters that do not require a gradient out of the flat buffers."
-            raise CheckFailed(
-                f"[{case.name}] your FlatAdamW raised {error['type']}: {error['message']}.{hint}"
-            )
-        actual = runs[index]
-        diff = first_difference(actual, expected)
-        if diff is None:
-            continue
-        message = f"[{case.name}] {diff.describe('torch.optim.AdamW')}"
-        if diff.step > 0 and unchanged(actual):
-            message += (
-                " Your FlatAdamW never changed the model's parameters: point each p.data at "
-                "its slice of the flat buffer, and update that buffer in place."
-            )
-        else:
-            mistake = identify(
-                actual, case, part.inputs["batches"], FLAT_ADAMW_MISTAKES, ADAMW_DEFAULTS
-            )
-            if mistake is not None:
-                message += f" This looks like a typical mistake: {mistake.sentence}"
-        raise CheckFailed(message)
 
 
 def flat_value_errors() -> Part:

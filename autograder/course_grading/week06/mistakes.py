@@ -28,6 +28,13 @@ class WrongClass:
     factory: Any
 
 
+def _wrong(base: type, **flags: bool) -> type:
+    """``base`` (``_Scaler``, ``_Master``) with the typical mistakes ``flags`` switched on."""
+    if unknown := set(flags) - set(vars(base)):
+        raise ValueError(f"{base.__name__} has no mistake flags {sorted(unknown)}")
+    return type(f"Wrong{base.__name__.lstrip('_')}", (base,), dict(flags))
+
+
 # --- loss scaler ---------------------------------------------------------------------------
 
 
@@ -115,52 +122,48 @@ class _Scaler:
                 self.tracker = 0
 
 
-def _scaler_with(**flags: bool) -> type:
-    return type("WrongScaler", (_Scaler,), dict(flags))
-
-
 LOSS_SCALER_MISTAKES = (
     WrongClass(
         "loss_scaler/unscales_twice",
         "the gradients are unscaled twice when unscale_() was already called before step(); "
         "remember that they were unscaled and let step() unscale only if they were not.",
-        _scaler_with(unscale_twice=True),
+        _wrong(_Scaler, unscale_twice=True),
     ),
     WrongClass(
         "loss_scaler/nan_not_skipped",
         "only inf is detected: a NaN gradient goes through (torch.isinf(nan) is False); "
         "test with torch.isfinite, which catches both.",
-        _scaler_with(inf_only=True),
+        _wrong(_Scaler, inf_only=True),
     ),
     WrongClass(
         "loss_scaler/grows_after_skip",
         "a skipped step still counts towards growth, so the scale grows after a skipped step; "
         "only steps without inf/NaN count, and an overflow restarts the count at 0.",
-        _scaler_with(grow_after_skip=True),
+        _wrong(_Scaler, grow_after_skip=True),
     ),
     WrongClass(
         "loss_scaler/tracker_not_reset_on_overflow",
         "the growth counter is not reset to 0 when an overflow backs the scale off, so the "
         "scale grows again too early.",
-        _scaler_with(keep_tracker_on_overflow=True),
+        _wrong(_Scaler, keep_tracker_on_overflow=True),
     ),
     WrongClass(
         "loss_scaler/tracker_not_reset_on_growth",
         "the growth counter is not reset to 0 after the scale grows, so once it reaches "
         "growth_interval the scale grows at every step.",
-        _scaler_with(keep_tracker_on_growth=True),
+        _wrong(_Scaler, keep_tracker_on_growth=True),
     ),
     WrongClass(
         "loss_scaler/steps_on_overflow",
         "the scale backs off, but the optimizer still steps with inf/NaN gradients; skip "
         "optimizer.step() when any gradient is not finite.",
-        _scaler_with(step_on_overflow=True),
+        _wrong(_Scaler, step_on_overflow=True),
     ),
     WrongClass(
         "loss_scaler/checks_loss",
         "the scaler checks the loss for inf/NaN instead of the gradients: the loss is finite "
         "when the fp16 backward pass overflows.",
-        _scaler_with(check_loss_only=True),
+        _wrong(_Scaler, check_loss_only=True),
     ),
 )
 
@@ -207,34 +210,30 @@ class _Master:
                 p.copy_(m)
 
 
-def _master_with(**flags: bool) -> type:
-    return type("WrongMaster", (_Master,), dict(flags))
-
-
 MASTER_WEIGHTS_MISTAKES = (
     WrongClass(
         "master_weights/no_write_back",
         "the fp32 master copies are updated but never written back to the low-precision "
         "model: copy them into the model's parameters (p.copy_(master)) after the step.",
-        _master_with(no_write_back=True),
+        _wrong(_Master, no_write_back=True),
     ),
     WrongClass(
         "master_weights/steps_low_precision",
         "the optimizer updates the low-precision parameters and the master copies only follow "
         "them: build the inner optimizer on the fp32 master copies and step those.",
-        _master_with(step_low_precision=True),
+        _wrong(_Master, step_low_precision=True),
     ),
     WrongClass(
         "master_weights/masters_refreshed",
         "the master copies are re-made from the low-precision weights at every step, which "
         "throws away the fp32 digits they carry: make them once, in __init__.",
-        _master_with(refresh_masters=True),
+        _wrong(_Master, refresh_masters=True),
     ),
     WrongClass(
         "master_weights/model_grads_accumulate",
         "zero_grad() clears the master copies' gradients but not the model's, where backward() "
         "writes: the model's gradients add up from step to step.",
-        _master_with(zero_master_grads_only=True),
+        _wrong(_Master, zero_master_grads_only=True),
     ),
 )
 

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
@@ -23,34 +23,51 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from course_grading.core.harness import attempt, describe_error, student_code
 from course_grading.core.runs import Case, run_case
+from course_grading.week05.produce import one_thread
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run the block on one thread, so that runs in two processes round identically."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
+class _Request:
+    """A case (a dataclass with a ``name``) that travels to the sandbox as plain data."""
+
+    def to_request(self) -> dict[str, Any]:
+        """The case as plain data, as it travels to the sandbox (its name stays outside)."""
+        data = dataclasses.asdict(self)  # type: ignore[call-overload]
+        del data["name"]  # the case's name stays on the trusted side
+        return data
+
+    @classmethod
+    def from_request(cls, data: dict[str, Any]) -> Self:
+        """A case back from :meth:`to_request`."""
+        tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**{"name": "", **tuples})
 
 
-def _request(case: Any) -> dict[str, Any]:
-    data = dataclasses.asdict(case)
-    del data["name"]  # the case's name stays on the trusted side
-    return data
-
-
-def _tuples(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+def _runs(
+    run: Callable[[Any, Any], Any],
+    answer: Any,
+    case_type: type[_Request],
+    cases: Sequence[dict[str, Any]],
+    forbid: Sequence[str] = (),
+) -> dict[str, Any]:
+    """``run(answer, case)`` on every case, as plain data; stops at the first case that raises."""
+    runs = []
+    for index, case in enumerate(cases):
+        with one_thread():
+            result, error = attempt(
+                lambda case=case: dataclasses.asdict(run(answer, case_type.from_request(case))),
+                forbid,
+            )
+        if error is not None:
+            return {"runs": runs, "error": {**error, "case": index}}
+        runs.append(result)
+    return {"runs": runs}
 
 
 # --- loss scaling --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ScalerCase:
+class ScalerCase(_Request):
     """One scaler run: scaler settings, and which iterations misbehave or unscale early.
 
     Every iteration runs a small fp32 MLP forward under fp16 autocast, backpropagates the
@@ -67,15 +84,6 @@ class ScalerCase:
     inject_nan: tuple[int, ...] = ()
     unscale_at: tuple[int, ...] = ()
     seed: int = 0
-
-    def to_request(self) -> dict[str, Any]:
-        """The case as plain data, as it travels to the sandbox (its name stays outside)."""
-        return _request(self)
-
-    @classmethod
-    def from_request(cls, data: dict[str, Any]) -> ScalerCase:
-        """A case back from :meth:`to_request`."""
-        return cls(**{"name": "", **_tuples(data)})
 
 
 @dataclass
@@ -144,19 +152,7 @@ def scaler_runs(
     LossScaler: Any, cases: Sequence[dict[str, Any]], forbid: Sequence[str] = ()
 ) -> dict[str, Any]:
     """The student's scaler on every case; stops at the first case that raises."""
-    runs = []
-    for index, case in enumerate(cases):
-        with one_thread():
-            run, error = attempt(
-                lambda case=case: dataclasses.asdict(
-                    run_scaler(LossScaler, ScalerCase.from_request(case))
-                ),
-                forbid,
-            )
-        if error is not None:
-            return {"runs": runs, "error": {**error, "case": index}}
-        runs.append(run)
-    return {"runs": runs}
+    return _runs(run_scaler, LossScaler, ScalerCase, cases, forbid)
 
 
 def scaler_basics(
@@ -209,7 +205,7 @@ MASTER_STEPS = 40  # the longest master-weight run
 
 
 @dataclass(frozen=True)
-class MasterCase:
+class MasterCase(_Request):
     """One master-weight run: the inner torch optimizer, its arguments, the model's dtype."""
 
     name: str
@@ -219,15 +215,6 @@ class MasterCase:
     steps: int = 20
     frozen: tuple[int, ...] = ()
     seed: int = 0
-
-    def to_request(self) -> dict[str, Any]:
-        """The case as plain data, as it travels to the sandbox (its name stays outside)."""
-        return _request(self)
-
-    @classmethod
-    def from_request(cls, data: dict[str, Any]) -> MasterCase:
-        """A case back from :meth:`to_request`."""
-        return cls(**{"name": "", **_tuples(data)})
 
 
 @dataclass
@@ -286,18 +273,7 @@ def run_master(make_wrapper: Callable[..., Any], case: MasterCase) -> MasterRun:
 
 def master_runs(Wrapper: Any, cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The student's wrapper on every case; stops at the first case that raises."""
-    runs = []
-    for index, case in enumerate(cases):
-        with one_thread():
-            run, error = attempt(
-                lambda case=case: dataclasses.asdict(
-                    run_master(Wrapper, MasterCase.from_request(case))
-                )
-            )
-        if error is not None:
-            return {"runs": runs, "error": {**error, "case": index}}
-        runs.append(run)
-    return {"runs": runs}
+    return _runs(run_master, Wrapper, MasterCase, cases)
 
 
 def master_structure(Wrapper: Any) -> dict[str, Any]:

@@ -113,12 +113,14 @@ def judge_model_state_memory(part: Part, outcomes: list[dict[str, Any]]) -> None
         got = float(outcome["value"])
         if _close(got, want):
             continue
-        message = f"{call} gave {got:.6g} bytes; the ZeRO paper's formula gives {want:.6g}."
-        for mistake in MODEL_STATE_MEMORY_MISTAKES:
-            if _close(got, mistake.rule(psi, nd, stage, k)):
-                message += f" This looks like a typical mistake: {mistake.sentence}"
-                break
-        raise CheckFailed(message)
+        mistake = next(
+            (m for m in MODEL_STATE_MEMORY_MISTAKES if _close(got, m.rule(psi, nd, stage, k))),
+            None,
+        )
+        hint = f" This looks like a typical mistake: {mistake.sentence}" if mistake else ""
+        raise CheckFailed(
+            f"{call} gave {got:.6g} bytes; the ZeRO paper's formula gives {want:.6g}.{hint}"
+        )
 
 
 def model_state_memory_validation() -> Part:

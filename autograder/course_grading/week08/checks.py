@@ -118,6 +118,14 @@ def forbidden() -> tuple[str, ...]:
     return tuple(found)
 
 
+def _guarded(producer: str, judge: Callable[[Part, Any], None], inputs: dict, **part: Any) -> Part:
+    """A part of the producer ``week08.produce:<producer>``, which runs the student's code with
+    :func:`forbidden` blocked; ``part``: the part's ``reference`` and ``context``."""
+    return Part(
+        f"week08.produce:{producer}", judge, {**inputs, "forbid": list(forbidden())}, **part
+    )
+
+
 def _switched_off(error: Any) -> str | None:
     """``"<name>, which is switched off ...: <why>"`` for a call of a forbidden function."""
     name = error.get("forbidden") if isinstance(error, dict) else None
@@ -188,10 +196,10 @@ _AGAINST = {"torch": "torch.optim.Muon's Newton–Schulz", "polar": "the exact U
 
 def newton_schulz(cases: Sequence[NSCase], against: str) -> Part:
     """``newton_schulz`` on every case, against torch's function or the exact polar factor."""
-    return Part(
-        "week08.produce:ns_outputs",
+    return _guarded(
+        "ns_outputs",
         judge_newton_schulz,
-        inputs={"cases": [case.request() for case in cases], "forbid": list(forbidden())},
+        {"cases": [case.request() for case in cases]},
         reference=lambda: [ns_reference(case, against) for case in cases],
         context={"cases": tuple(cases), "against": against, "mistakes": NS_MISTAKES},
     )
@@ -279,10 +287,10 @@ def identify_ns(
 def muon_steps(case: MuonCase, state: bool = False) -> Part:
     """The student's Muon on ``case``: each step against torch's from the same parameters;
     with ``state``, also the momentum buffers (their key and values) and frozen matrices."""
-    return Part(
-        "week08.produce:muon_steps",
+    return _guarded(
+        "muon_steps",
         judge_muon,
-        inputs={"case": case.request(), "forbid": list(forbidden())},
+        {"case": case.request()},
         reference=case.gradients,
         context={"case": case, "state": state, "mistakes": MUON_MISTAKES},
     )
@@ -550,10 +558,8 @@ def _judge_muon_state(
 
 def muon_shapes() -> Part:
     """A parameter that is not a matrix, anywhere in the params, raises ValueError."""
-    return Part(
-        "week08.produce:muon_param_outcomes",
-        judge_muon_shapes,
-        inputs={"calls": [call for _, call in MUON_SHAPE_CALLS], "forbid": list(forbidden())},
+    return _guarded(
+        "muon_param_outcomes", judge_muon_shapes, {"calls": [call for _, call in MUON_SHAPE_CALLS]}
     )
 
 
@@ -671,10 +677,10 @@ _FACTORED_ENTRIES = ("row_var", "col_var", "the estimate")
 def factored() -> Part:
     """row_var, col_var and the estimate after every call, against torch's formula."""
     requests = [case.request() for case in FACTORED_CASES]
-    return Part(
-        "week08.produce:factored_runs",
+    return _guarded(
+        "factored_runs",
         judge_factored,
-        inputs={"cases": requests, "forbid": list(forbidden())},
+        {"cases": requests},
         reference=lambda: factored_runs(factored_reference, requests),
         context={"mistakes": FACTORED_MISTAKES},
     )
@@ -740,10 +746,10 @@ def identify_factored(
 def adafactor() -> Part:
     """The given Adafactor class, with the student's function: state and steps vs torch's."""
     requests = [case.request() for case in ADAFACTOR_CASES]
-    return Part(
-        "week08.produce:adafactor_runs",
+    return _guarded(
+        "adafactor_runs",
         judge_adafactor,
-        inputs={"cases": requests, "forbid": list(forbidden())},
+        {"cases": requests},
         reference=lambda: [adafactor_run(torch.optim.Adafactor, r) for r in requests],
     )
 
@@ -787,13 +793,10 @@ def judge_adafactor(part: Part, runs: list[dict[str, Any]]) -> None:
 
 def state_bytes() -> Part:
     """Every optimizer, shape and dtype of the grid: exact bytes, or ValueError for Muon."""
-    return Part(
-        "week08.produce:state_byte_calls",
+    return _guarded(
+        "state_byte_calls",
         judge_state_bytes,
-        inputs={
-            "calls": [{"args": [name, shape, dtype]} for name, shape, dtype in MEMORY_GRID],
-            "forbid": list(forbidden()),
-        },
+        {"calls": [{"args": [name, shape, dtype]} for name, shape, dtype in MEMORY_GRID]},
         reference=lambda: [memory_reference(*key) for key in MEMORY_GRID],
         context={"mistakes": MEMORY_MISTAKES},
     )
@@ -851,11 +854,7 @@ def judge_state_bytes(part: Part, outcomes: list[dict[str, Any]]) -> None:
 def state_bytes_own() -> Part:
     """The counts equal what the student's Muon and the notebook's Adafactor hold, which must
     be what torch's hold (else the optimizer, not the count, is wrong)."""
-    return Part(
-        "week08.produce:memory_own",
-        judge_state_bytes_own,
-        inputs={"spec": MEMORY_OWN, "forbid": list(forbidden())},
-    )
+    return _guarded("memory_own", judge_state_bytes_own, {"spec": MEMORY_OWN})
 
 
 def judge_state_bytes_own(part: Part, rows: list[dict[str, Any]]) -> None:

@@ -366,16 +366,8 @@ SPLIT_MISTAKES = (
 # --- factored_second_moment --------------------------------------------------------------------
 
 
-def factored_rule(
-    swap: bool = False,
-    normalize: bool = True,
-    sums: bool = False,
-    weight: str = "1-beta2",
-    clamp: bool = True,
-    current: bool = False,
-    in_place: bool = True,
-) -> Callable[..., torch.Tensor]:
-    """The factored estimate with the deviations the keywords name."""
+def factored_rule(slip: str) -> Callable[..., torch.Tensor]:
+    """The factored estimate with one slip, named as in its mistake's id."""
 
     def rule(
         row_var: torch.Tensor,
@@ -385,26 +377,26 @@ def factored_rule(
         eps1: float,
     ) -> torch.Tensor:
         g2 = grad * grad
-        if swap:  # only fits square matrices
+        if slip == "rows_cols_swapped":  # only fits square matrices
             row_mean = g2.mean(dim=-2, keepdim=True).mT
             col_mean = g2.mean(dim=-1, keepdim=True).mT
-        elif sums:
+        elif slip == "sums_not_means":
             row_mean, col_mean = g2.sum(dim=-1, keepdim=True), g2.sum(dim=-2, keepdim=True)
         else:
             row_mean, col_mean = g2.mean(dim=-1, keepdim=True), g2.mean(dim=-2, keepdim=True)
-        w = one_minus_beta2 if weight == "1-beta2" else 1 - one_minus_beta2
-        if in_place:
+        w = 1 - one_minus_beta2 if slip == "weights_swapped" else one_minus_beta2
+        if slip == "not_in_place":
+            r, c = row_var.lerp(row_mean, w), col_var.lerp(col_mean, w)
+        else:
             row_var.lerp_(row_mean, w)
             col_var.lerp_(col_mean, w)
             r, c = row_var, col_var
-        else:
-            r, c = row_var.lerp(row_mean, w), col_var.lerp(col_mean, w)
-        if current:
+        if slip == "current_means_only":
             r, c = row_mean, col_mean
         estimate = r @ c
-        if normalize:
+        if slip != "not_normalized":
             m = r.mean(dim=-2, keepdim=True)
-            estimate = estimate / (m.clamp(min=eps1) if clamp else m)
+            estimate = estimate / (m if slip == "no_eps_clamp" else m.clamp(min=eps1))
         return estimate
 
     return rule
@@ -415,42 +407,42 @@ FACTORED_MISTAKES = (
         "factored_second_moment/rows_cols_swapped",
         "the row and column averages are swapped: row_var holds, for each row, the mean of "
         "grad² over its columns (dim=-1), and col_var the mean over the rows (dim=-2).",
-        factored_rule(swap=True),
+        factored_rule("rows_cols_swapped"),
     ),
     Mistake(
         "factored_second_moment/not_normalized",
         "the outer product row_var @ col_var counts the overall mean of grad² twice: divide "
         "it by row_var's mean over the rows, clamped at eps1.",
-        factored_rule(normalize=False),
+        factored_rule("not_normalized"),
     ),
     Mistake(
         "factored_second_moment/sums_not_means",
         "row_var and col_var hold sums of grad²; torch keeps means (sum divided by the "
         "number of columns, or of rows).",
-        factored_rule(sums=True),
+        factored_rule("sums_not_means"),
     ),
     Mistake(
         "factored_second_moment/weights_swapped",
         "the new mean gets weight 1 - one_minus_beta2 instead of one_minus_beta2: "
         "row_var.lerp_(row_mean, one_minus_beta2).",
-        factored_rule(weight="beta2"),
+        factored_rule("weights_swapped"),
     ),
     Mistake(
         "factored_second_moment/no_eps_clamp",
         "row_var's mean is not clamped at eps1 before dividing: a zero gradient gives 0/0 = nan.",
-        factored_rule(clamp=False),
+        factored_rule("no_eps_clamp"),
     ),
     Mistake(
         "factored_second_moment/current_means_only",
         "the estimate is built from this step's means of grad²; it must use the running "
         "averages row_var and col_var.",
-        factored_rule(current=True),
+        factored_rule("current_means_only"),
     ),
     Mistake(
         "factored_second_moment/not_in_place",
         "row_var and col_var must be updated in place (lerp_ or copy_): assigning a new "
         "tensor to the name does not change the optimizer's state.",
-        factored_rule(in_place=False),
+        factored_rule("not_in_place"),
     ),
 )
 
@@ -458,34 +450,27 @@ FACTORED_MISTAKES = (
 # --- optimizer_state_bytes ---------------------------------------------------------------------
 
 
-def memory_rule(
-    adafactor: str = "factored",
-    muon_step: bool = False,
-    adafactor_step: bool = True,
-    itemsize: bool = True,
-    adafactor_dims: str = "last_two",
-    muon_buffers: int = 1,
-    adam_step: bool = True,
-) -> Callable[..., int]:
-    """A count of state bytes with the deviations the keywords name."""
+def memory_rule(slip: str) -> Callable[..., int]:
+    """A count of state bytes with one slip, named as in its mistake's id."""
 
     def rule(name: str, shape: Any, dtype: torch.dtype = torch.float32) -> int:
         shape = tuple(shape)
         numel = math.prod(shape)
-        size = dtype.itemsize if itemsize else 4
+        size = 4 if slip == "itemsize_ignored" else dtype.itemsize
         if name in ("Adam", "AdamW"):
-            return 2 * numel * size + (4 if adam_step else 0)
+            return 2 * numel * size + (0 if slip == "adam_no_step" else 4)
         if name == "Adafactor":
-            step = 4 if adafactor_step else 0
-            if len(shape) > 1 and adafactor == "factored":
-                if adafactor_dims == "last_two":
-                    return (math.prod(shape[:-1]) + math.prod(shape[:-2]) * shape[-1]) * size + step
+            step = 0 if slip == "adafactor_no_step" else 4
+            if len(shape) > 1 and slip == "adafactor_flattened":
                 return (shape[0] + math.prod(shape[1:])) * size + step
+            if len(shape) > 1 and slip != "adafactor_not_factored":
+                return (math.prod(shape[:-1]) + math.prod(shape[:-2]) * shape[-1]) * size + step
             return numel * size + step
         if name == "Muon":
             if len(shape) != 2:
                 raise ValueError("Muon only supports 2D parameters")
-            return muon_buffers * numel * size + (4 if muon_step else 0)
+            buffers = 2 if slip == "muon_two_buffers" else 1
+            return buffers * numel * size + (4 if slip == "muon_step_counted" else 0)
         raise ValueError(name)
 
     return rule
@@ -496,37 +481,37 @@ MEMORY_MISTAKES = (
         "optimizer_state_bytes/adafactor_not_factored",
         "Adafactor does not keep a full second moment for a matrix: only row_var (one "
         "number per row) and col_var (one per column), plus the step.",
-        memory_rule(adafactor="full"),
+        memory_rule("adafactor_not_factored"),
     ),
     Mistake(
         "optimizer_state_bytes/adafactor_no_step",
         "Adafactor also keeps a step count, a 0-d float32 tensor of 4 bytes.",
-        memory_rule(adafactor_step=False),
+        memory_rule("adafactor_no_step"),
     ),
     Mistake(
         "optimizer_state_bytes/adafactor_flattened",
         "for tensors with more than two dimensions Adafactor factors the last two: row_var "
         "has shape[:-1] + (1,) and col_var shape[:-2] + (1, shape[-1]).",
-        memory_rule(adafactor_dims="first_rest"),
+        memory_rule("adafactor_flattened"),
     ),
     Mistake(
         "optimizer_state_bytes/muon_step_counted",
         "torch's Muon keeps no step count: its state is the momentum buffer alone.",
-        memory_rule(muon_step=True),
+        memory_rule("muon_step_counted"),
     ),
     Mistake(
         "optimizer_state_bytes/muon_two_buffers",
         "Muon keeps one buffer (the momentum), not two like Adam.",
-        memory_rule(muon_buffers=2),
+        memory_rule("muon_two_buffers"),
     ),
     Mistake(
         "optimizer_state_bytes/itemsize_ignored",
         "the state has the parameter's dtype: use dtype.itemsize bytes per number, not 4.",
-        memory_rule(itemsize=False),
+        memory_rule("itemsize_ignored"),
     ),
     Mistake(
         "optimizer_state_bytes/adam_no_step",
         "Adam and AdamW also keep a step count, a 0-d float32 tensor of 4 bytes.",
-        memory_rule(adam_step=False),
+        memory_rule("adam_no_step"),
     ),
 )
