@@ -20,48 +20,36 @@ from course_grading.week02.cases import fit, gd_best, heavy_ball_best
 # --- sgd_momentum ------------------------------------------------------------------------------
 
 
-def momentum_rule(
-    dampen_first: bool = False,
-    average: bool = False,
-    reset: bool = False,
-    decay_after_momentum: bool = False,
-    maximize_after_momentum: bool = False,
-    nesterov_ignored: bool = False,
-    nesterov_raw_gradient: bool = False,
-    nesterov_without_beta: bool = False,
-    lr_in_buffer: bool = False,
-) -> Callable:
-    """torch.optim.SGD's update, or one typical wrong version of it."""
+def momentum_rule(slip: str | None = None) -> Callable:
+    """torch.optim.SGD's update, or it with one slip, named as in its mistake's id."""
 
     def rule(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
         lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
         wd, nesterov, maximize = group["weight_decay"], group["nesterov"], group["maximize"]
-        d = -g if maximize and not maximize_after_momentum else g.clone()
-        if wd != 0 and not decay_after_momentum:
+        late_maximize = slip == "maximize_after_momentum"
+        late_decay = slip == "decay_after_momentum"
+        d = -g if maximize and not late_maximize else g.clone()
+        if wd != 0 and not late_decay:
             d = d + wd * p
         if momentum != 0:
-            scale = lr if lr_in_buffer else 1.0
-            previous = None if reset else state.get("momentum_buffer")
+            previous = None if slip == "reset_every_step" else state.get("momentum_buffer")
             if previous is None:
-                buf = d.clone() * scale * ((1 - dampening) if dampen_first else 1.0)
+                buf = d.clone() * ((1 - dampening) if slip == "dampening_first_step" else 1.0)
             else:
-                weight = (1 - momentum) if average else (1 - dampening)
-                buf = previous * momentum + scale * weight * d
+                weight = (1 - momentum) if slip == "average_not_sum" else (1 - dampening)
+                buf = previous * momentum + weight * d
             state["momentum_buffer"] = buf
-            if nesterov and not nesterov_ignored:
-                if nesterov_raw_gradient:
-                    d = (-g if maximize else g) + momentum * buf
-                elif nesterov_without_beta:
-                    d = d + buf
-                else:
-                    d = scale * d + momentum * buf
-            else:
+            if not nesterov or slip == "nesterov_ignored":
                 d = buf
-            if lr_in_buffer:
-                lr = 1.0
-        if decay_after_momentum and wd != 0:
+            elif slip == "nesterov_raw_gradient":
+                d = (-g if maximize else g) + momentum * buf
+            elif slip == "nesterov_without_beta":
+                d = d + buf
+            else:
+                d = d + momentum * buf
+        if late_decay and wd != 0:
             d = d + wd * p
-        if maximize and maximize_after_momentum:
+        if maximize and late_maximize:
             d = -d
         p.add_(d, alpha=-lr)
 
@@ -73,47 +61,47 @@ SGD_MOMENTUM_MISTAKES = (
         "sgd_momentum/reset_every_step",
         "the velocity starts afresh at every step (the buffer is not kept in "
         "self.state[p] between steps), so momentum does nothing.",
-        momentum_rule(reset=True),
+        momentum_rule("reset_every_step"),
     ),
     Mistake(
         "sgd_momentum/dampening_first_step",
         "dampening is applied on the first step too; torch starts the buffer with the "
         "gradient itself (buf = g), and dampens only from the second step on.",
-        momentum_rule(dampen_first=True),
+        momentum_rule("dampening_first_step"),
     ),
     Mistake(
         "sgd_momentum/average_not_sum",
         "the buffer is an average, β·buf + (1 − β)·g; torch's SGD adds (1 − dampening)·g, the "
         "whole gradient when dampening is 0.",
-        momentum_rule(average=True),
+        momentum_rule("average_not_sum"),
     ),
     Mistake(
         "sgd_momentum/decay_after_momentum",
         "weight decay is added after the momentum buffer; torch adds weight_decay * p to the "
         "gradient first and feeds that sum into the buffer.",
-        momentum_rule(decay_after_momentum=True),
+        momentum_rule("decay_after_momentum"),
     ),
     Mistake(
         "sgd_momentum/maximize_after_momentum",
         "maximize negates the whole step (weight decay included) instead of the gradient "
         "alone; torch negates the gradient before anything else.",
-        momentum_rule(maximize_after_momentum=True),
+        momentum_rule("maximize_after_momentum"),
     ),
     Mistake(
         "sgd_momentum/nesterov_ignored",
         "nesterov=True is ignored: the step is the heavy-ball one, buf, instead of g + β·buf.",
-        momentum_rule(nesterov_ignored=True),
+        momentum_rule("nesterov_ignored"),
     ),
     Mistake(
         "sgd_momentum/nesterov_raw_gradient",
         "the Nesterov step adds β·buf to the raw gradient; torch adds it to the gradient "
         "with weight decay included, d = g + λp, stepping along d + β·buf.",
-        momentum_rule(nesterov_raw_gradient=True),
+        momentum_rule("nesterov_raw_gradient"),
     ),
     Mistake(
         "sgd_momentum/nesterov_without_beta",
         "the Nesterov look-ahead adds the buffer unscaled, g + buf; torch steps along g + β·buf.",
-        momentum_rule(nesterov_without_beta=True),
+        momentum_rule("nesterov_without_beta"),
     ),
 )
 

@@ -66,46 +66,38 @@ SQUARE_AVERAGE_MISTAKES: tuple[
 # --- rmsprop_step ------------------------------------------------------------------------------
 
 
-def _rmsprop_rule(
-    eps_inside: bool = False,
-    decay_after_normalising: bool = False,
-    momentum_before_normalising: bool = False,
-    centered_without_mean: bool = False,
-    alpha_swapped: bool = False,
-    starts_at_first_square: bool = False,
-    maximize_ignored: bool = False,
-) -> Callable:
-    """torch.optim.RMSprop's update, or one typical wrong version of it."""
+def _rmsprop_rule(slip: str | None = None) -> Callable:
+    """torch.optim.RMSprop's update, or it with one slip, named as in its mistake's id."""
 
     def rule(p: torch.Tensor, g: torch.Tensor, state: dict, group: dict) -> None:
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
         wd, momentum, centered = group["weight_decay"], group["momentum"], group["centered"]
-        if alpha_swapped:
+        if slip == "alpha_swapped":
             alpha = 1 - alpha
-        d = -g if group["maximize"] and not maximize_ignored else g.clone()
-        if wd != 0 and not decay_after_normalising:
+        d = -g if group["maximize"] and slip != "maximize_ignored" else g.clone()
+        if wd != 0 and slip != "decay_after_normalising":
             d = d + wd * p
         first = "square_avg" not in state
         if first:
             state["square_avg"] = torch.zeros_like(p)
             state["grad_avg"] = torch.zeros_like(p)
             state["momentum_buffer"] = torch.zeros_like(p)
-        if first and starts_at_first_square:
+        if first and slip == "starts_at_first_square":
             state["square_avg"] = d * d
         else:
             state["square_avg"] = alpha * state["square_avg"] + (1 - alpha) * d * d
         variance = state["square_avg"]
         if centered:
             state["grad_avg"] = alpha * state["grad_avg"] + (1 - alpha) * d
-            if not centered_without_mean:
+            if slip != "centered_without_mean":
                 variance = variance - state["grad_avg"] ** 2
-        scale = (variance + eps).sqrt() if eps_inside else variance.sqrt() + eps
-        if momentum_before_normalising and momentum > 0:
+        scale = (variance + eps).sqrt() if slip == "eps_inside_sqrt" else variance.sqrt() + eps
+        if slip == "momentum_before_normalising" and momentum > 0:
             state["momentum_buffer"] = momentum * state["momentum_buffer"] + d
             p.add_(state["momentum_buffer"] / scale, alpha=-lr)
             return
         step = d / scale
-        if decay_after_normalising and wd != 0:
+        if slip == "decay_after_normalising" and wd != 0:
             step = step + wd * p
         if momentum > 0:
             state["momentum_buffer"] = momentum * state["momentum_buffer"] + step
@@ -119,42 +111,42 @@ RMSPROP_STEP_MISTAKES = (
     Mistake(
         "rmsprop_step/eps_inside_sqrt",
         "eps is added inside the square root, sqrt(v + eps); torch adds it outside, sqrt(v) + eps.",
-        _rmsprop_rule(eps_inside=True),
+        _rmsprop_rule("eps_inside_sqrt"),
     ),
     Mistake(
         "rmsprop_step/alpha_swapped",
         "alpha and 1 − alpha are swapped: the running average should keep alpha of the old "
         "value and add (1 − alpha)·g².",
-        _rmsprop_rule(alpha_swapped=True),
+        _rmsprop_rule("alpha_swapped"),
     ),
     Mistake(
         "rmsprop_step/starts_at_first_square",
         "square_avg starts at the first g² instead of at zero; torch starts it at zero, so "
         "the first average is (1 − alpha)·g².",
-        _rmsprop_rule(starts_at_first_square=True),
+        _rmsprop_rule("starts_at_first_square"),
     ),
     Mistake(
         "rmsprop_step/decay_after_normalising",
         "weight decay is added after the gradient is divided by sqrt(v); torch adds "
         "weight_decay * p to the gradient first, so it enters the average and is normalised too.",
-        _rmsprop_rule(decay_after_normalising=True),
+        _rmsprop_rule("decay_after_normalising"),
     ),
     Mistake(
         "rmsprop_step/momentum_before_normalising",
         "the momentum buffer collects raw gradients and is divided by sqrt(v) afterwards; "
         "torch's buffer collects the normalised steps g / (sqrt(v) + eps).",
-        _rmsprop_rule(momentum_before_normalising=True),
+        _rmsprop_rule("momentum_before_normalising"),
     ),
     Mistake(
         "rmsprop_step/centered_without_mean",
         "with centered=True the variance must subtract the squared running mean of the "
         "gradients, v − m², with m = alpha·m + (1 − alpha)·g kept in state['grad_avg'].",
-        _rmsprop_rule(centered_without_mean=True),
+        _rmsprop_rule("centered_without_mean"),
     ),
     Mistake(
         "rmsprop_step/maximize_ignored",
         "maximize=True is ignored: negate the gradient first, before weight decay.",
-        _rmsprop_rule(maximize_ignored=True),
+        _rmsprop_rule("maximize_ignored"),
     ),
 )
 
