@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -83,6 +84,13 @@ def train_run(
     return RunRecord(label, np.array(steps), np.array(seconds), np.array(losses))
 
 
+class RunOptions(TypedDict, total=False):
+    """What :func:`sweep` passes on to each :func:`train_run` (defaults: ``train_run``'s)."""
+
+    eval_every: int
+    loss_fn: LossFn
+
+
 def sweep(
     make_model: Callable[[], nn.Module],
     make_optimizers: Callable[[nn.Module, float], Sequence[torch.optim.Optimizer]],
@@ -90,12 +98,14 @@ def sweep(
     batches: Sequence[Batch],
     X_eval: torch.Tensor,
     y_eval: torch.Tensor,
-    eval_every: int = 10,
     label: str = "",
-    loss_fn: LossFn = cross_entropy,
     progress: bool = True,
+    **run_options: Unpack[RunOptions],
 ) -> dict[float, RunRecord]:
-    """One run per learning rate, each from a fresh ``make_model()``; one progress bar in all."""
+    """One run per learning rate, each from a fresh ``make_model()``; one progress bar in all.
+
+    ``label`` prefixes each run's label; ``eval_every`` and ``loss_fn`` go to every run.
+    """
     records: dict[float, RunRecord] = {}
     bar = tqdm(total=len(lrs), desc=label or "sweep", disable=not progress)
     for lr in lrs:
@@ -103,8 +113,8 @@ def sweep(
         model = make_model()
         run_label = f"{label} lr={lr:g}".strip()
         records[lr] = train_run(
-            model, make_optimizers(model, lr), batches, X_eval, y_eval, eval_every, run_label,
-            loss_fn, progress=False,
+            model, make_optimizers(model, lr), batches, X_eval, y_eval,
+            label=run_label, progress=False, **run_options,
         )  # fmt: skip
         bar.update(1)
     bar.close()

@@ -3,9 +3,11 @@
 A week whose answer is an optimizer class checks it the same way in every test cell: the class
 is the student's own (the first cell also reads its constructor's keywords and defaults), then
 it trains the cell's cases against ``torch.optim``, then come the cell's own parts. The week's
-``cases.py`` holds the cases, by grade id, and :func:`optimizer_cells` builds the cells from
-them. Mistakes that differ only by the keywords of one rule factory can be a table too: rows of
-a name, those keywords and the sentence the student reads (:func:`catalogue`).
+``cases.py`` holds the cases, by grade id (the last cell's frozen layer and param groups:
+:func:`frozen_and_grouped`), and :func:`optimizer_cells` builds the cells from them
+(:func:`subclass_cells`, where the class must extend ``torch.optim.Optimizer``). Mistakes that
+differ only by the keywords of one rule factory can be a table too: rows of a name, those
+keywords and the sentence the student reads (:func:`catalogue`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,36 @@ def optimizer_cells(
         parts.extend((then or {}).get(grade_id, ()))
         cells[grade_id] = parts
     return cells
+
+
+def subclass_cells(
+    spec: OptimizerSpec, table: CaseTable, *, hint: Callable[[str], str], state: Sequence[Part]
+) -> Checks:
+    """:func:`optimizer_cells` for a class that must extend ``torch.optim.Optimizer`` and keep
+    its buffers in ``self.state`` (Weeks 2 and 3): the table's first and last cells check that
+    it extends the base class, the last cell ends with the ``state`` parts (buffers, a step with
+    a closure), and every run's failure message passes through ``hint`` (:func:`hinted_runs`).
+    """
+    first, *_, last = table
+    return optimizer_cells(
+        spec, table, runs=hinted_runs(hint), extends_optimizer=(first, last), then={last: state}
+    )
+
+
+def frozen_and_grouped(
+    *, frozen: dict[str, Any], grouped: dict[str, Any], first: dict[str, Any], rest: dict[str, Any]
+) -> tuple[Case, Case]:
+    """The runs of the cell that ends an optimizer's case table: ``frozen``'s settings with
+    the first layer frozen, and ``grouped``'s in two param groups, the first linear layer (with
+    the overrides ``first``) and the other two (with ``rest``)."""
+    return (
+        Case("a frozen first layer", frozen, frozen=(0,)),
+        Case(
+            "param groups with their own settings",
+            grouped,
+            groups=({"layers": (0,), **first}, {"layers": (2, 4), **rest}),
+        ),
+    )
 
 
 def hinted_runs(hint: Callable[[str], str]) -> Runs:

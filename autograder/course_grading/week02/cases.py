@@ -19,15 +19,17 @@ from course_grading.core.tables import CaseTable
 
 # --- sgd_momentum ------------------------------------------------------------------------------
 
+# The heavy ball that several runs start from, each adding what it checks.
+HEAVY_BALL = {"lr": 0.05, "momentum": 0.9}
 # The runs against torch.optim.SGD, per test cell.
 SGD_MOMENTUM_CASES: CaseTable = {
     "sgd_momentum_test_basic": (
         Case("default arguments"),
-        Case("heavy-ball momentum 0.9", {"lr": 0.05, "momentum": 0.9}),
+        Case("heavy-ball momentum 0.9", HEAVY_BALL),
         Case("momentum 0.5 with a large learning rate", {"lr": 0.3, "momentum": 0.5}),
     ),
     "sgd_momentum_test_dampening": (
-        Case("momentum with dampening 0.5", {"lr": 0.05, "momentum": 0.9, "dampening": 0.5}),
+        Case("momentum with dampening 0.5", {**HEAVY_BALL, "dampening": 0.5}),
         Case("momentum with weight decay", {"lr": 0.05, "momentum": 0.8, "weight_decay": 0.05}),
         Case(
             "momentum with dampening and weight decay",
@@ -39,7 +41,7 @@ SGD_MOMENTUM_CASES: CaseTable = {
         ),
     ),
     "sgd_momentum_test_nesterov": (
-        Case("Nesterov momentum 0.9", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+        Case("Nesterov momentum 0.9", {**HEAVY_BALL, "nesterov": True}),
         Case(
             "Nesterov momentum with weight decay",
             {"lr": 0.1, "momentum": 0.6, "nesterov": True, "weight_decay": 0.05},
@@ -50,10 +52,10 @@ SGD_MOMENTUM_CASES: CaseTable = {
         ),
     ),
     "sgd_momentum_test_state": (
-        Case("a frozen first layer with momentum", {"lr": 0.05, "momentum": 0.9}, frozen=(0,)),
+        Case("a frozen first layer with momentum", HEAVY_BALL, frozen=(0,)),
         Case(
             "param groups with their own momentum settings",
-            {"lr": 0.05, "momentum": 0.9},
+            HEAVY_BALL,
             groups=(
                 {"layers": (0,), "momentum": 0.0},
                 {"layers": (2, 4), "lr": 0.1, "dampening": 0.5},
@@ -65,13 +67,29 @@ SGD_MOMENTUM_CASES: CaseTable = {
 BUFFER_CASES = (
     Case(
         "momentum buffers, in two param groups",
-        {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01},
+        {**HEAVY_BALL, "weight_decay": 0.01},
         steps=16,
         groups=({"layers": (0,), "dampening": 0.2}, {"layers": (2, 4), "nesterov": True}),
     ),
     Case("momentum buffers, a frozen layer", {"lr": 0.1, "momentum": 0.5}, frozen=(2,)),
 )
 BUFFER_STOP = 8
+
+# sgd_momentum_test_validation: keywords the constructor must refuse (with the names one of
+# which its ValueError must mention), and keywords it must accept.
+SGD_INVALID = (
+    ({"lr": -0.01}, ("lr", "learning rate")),
+    ({"lr": 0.1, "momentum": -0.5}, ("momentum",)),
+    ({"lr": 0.1, "weight_decay": -1e-4}, ("weight_decay", "weight decay")),
+    ({"lr": 0.1, "nesterov": True}, ("nesterov",)),
+    ({"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True}, ("nesterov",)),
+)
+SGD_VALID = (
+    {"lr": 0.0},
+    {"lr": 0.1, "momentum": 0.9, "dampening": 0.5},
+    {"lr": 0.1, "momentum": 0.9, "nesterov": True},
+    {"lr": 0.1, "momentum": 0.0, "dampening": 0.3},
+)
 
 # --- best_rates --------------------------------------------------------------------------------
 

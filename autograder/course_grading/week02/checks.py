@@ -18,14 +18,16 @@ from course_grading.core.buffers import buffers
 from course_grading.core.checks import CheckFailed, Checks, Part, error_text
 from course_grading.core.interface import closure, value_errors
 from course_grading.core.optimizers import OptimizerSpec
-from course_grading.core.tables import hinted_runs, optimizer_cells
+from course_grading.core.tables import subclass_cells
 from course_grading.core.torch_hiding import TORCH_OPTIMIZERS
 from course_grading.week02.cases import (
     BUFFER_CASES,
     BUFFER_STOP,
     DISTANCE_RUNS,
     DISTANCE_STEPS,
+    SGD_INVALID,
     SGD_MOMENTUM_CASES,
+    SGD_VALID,
     SPECTRA,
     distance_runs,
     fit,
@@ -52,39 +54,17 @@ SGD = OptimizerSpec.of("SGD", SGD_MOMENTUM_MISTAKES)
 def checks() -> Checks:
     """Every test cell's hidden check."""
     return {
-        **optimizer_cells(
+        # sgd_momentum_test_state, the table's last cell, also checks buffers and step(closure).
+        **subclass_cells(
             SGD,
             SGD_MOMENTUM_CASES,
-            runs=hinted_runs(shared_buffer_hint),
-            extends_optimizer=("sgd_momentum_test_basic", "sgd_momentum_test_state"),
-            then={
-                "sgd_momentum_test_state": [
-                    buffers(SGD, BUFFER_CASES, stop=BUFFER_STOP, hint=lr_in_buffer_hint),
-                    closure("SGD", {"lr": 0.1, "momentum": 0.9}),
-                ]
-            },
+            hint=shared_buffer_hint,
+            state=[
+                buffers(SGD, BUFFER_CASES, stop=BUFFER_STOP, hint=lr_in_buffer_hint),
+                closure("SGD", {"lr": 0.1, "momentum": 0.9}),
+            ],
         ),
-        "sgd_momentum_test_validation": [
-            value_errors(
-                "SGD",
-                invalid=[
-                    ({"lr": -0.01}, ("lr", "learning rate")),
-                    ({"lr": 0.1, "momentum": -0.5}, ("momentum",)),
-                    ({"lr": 0.1, "weight_decay": -1e-4}, ("weight_decay", "weight decay")),
-                    ({"lr": 0.1, "nesterov": True}, ("nesterov",)),
-                    (
-                        {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True},
-                        ("nesterov",),
-                    ),
-                ],
-                valid=[
-                    {"lr": 0.0},
-                    {"lr": 0.1, "momentum": 0.9, "dampening": 0.5},
-                    {"lr": 0.1, "momentum": 0.9, "nesterov": True},
-                    {"lr": 0.1, "momentum": 0.0, "dampening": 0.3},
-                ],
-            )
-        ],
+        "sgd_momentum_test_validation": [value_errors("SGD", SGD_INVALID, SGD_VALID)],
         "best_rates_test_gd": [best_rates("gd_best")],
         "best_rates_test_heavy_ball": [best_rates("heavy_ball_best")],
         "measured_rate_test_fit": [measured_rate_fit()],

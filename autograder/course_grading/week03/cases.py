@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from course_grading.core.runs import Case
-from course_grading.core.tables import CaseTable
+from course_grading.core.tables import CaseTable, frozen_and_grouped
 
 # The runs against torch.optim.RMSprop, per test cell of ``rmsprop_step``.
 RMSPROP_STEP_CASES: CaseTable = {
@@ -35,16 +35,11 @@ RMSPROP_STEP_CASES: CaseTable = {
             {"lr": 0.002, "centered": True, "weight_decay": 0.05, "maximize": True},
         ),
     ),
-    "rmsprop_step_test_state": (
-        Case("a frozen first layer", {"lr": 0.005, "momentum": 0.5}, frozen=(0,)),
-        Case(
-            "param groups with their own settings",
-            {"lr": 0.003},
-            groups=(
-                {"layers": (0,), "alpha": 0.9, "centered": True},
-                {"layers": (2, 4), "lr": 0.001, "momentum": 0.8, "weight_decay": 0.01},
-            ),
-        ),
+    "rmsprop_step_test_state": frozen_and_grouped(
+        frozen={"lr": 0.005, "momentum": 0.5},
+        grouped={"lr": 0.003},
+        first={"alpha": 0.9, "centered": True},
+        rest={"lr": 0.001, "momentum": 0.8, "weight_decay": 0.01},
     ),
 }
 # The runs whose buffers are compared with torch's after BUFFER_STOP steps.
@@ -58,3 +53,18 @@ BUFFER_CASES = (
     Case("RMSprop buffers, a frozen layer", {"lr": 0.003}, frozen=(2,)),
 )
 BUFFER_STOP = 8
+
+# rmsprop_step_test_validation: keywords the constructor must refuse (with the names one of
+# which its ValueError must mention), and keywords it must accept.
+RMSPROP_INVALID = (
+    ({"lr": -0.01}, ("lr", "learning rate")),
+    ({"lr": 0.01, "alpha": -0.5}, ("alpha",)),
+    ({"lr": 0.01, "eps": -1e-8}, ("eps", "epsilon")),
+    ({"lr": 0.01, "weight_decay": -1e-4}, ("weight_decay", "weight decay")),
+    ({"lr": 0.01, "momentum": -0.9}, ("momentum",)),
+)
+RMSPROP_VALID = (
+    {"lr": 0.0},
+    {"lr": 0.01, "alpha": 0.0, "eps": 0.0},
+    {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
+)

@@ -16,9 +16,15 @@ from course_grading.core.buffers import buffers
 from course_grading.core.checks import CheckFailed, Checks, Part, error_text
 from course_grading.core.interface import closure, value_errors
 from course_grading.core.optimizers import OptimizerSpec
-from course_grading.core.tables import hinted_runs, optimizer_cells
+from course_grading.core.tables import subclass_cells
 from course_grading.core.torch_hiding import TORCH_OPTIMIZERS
-from course_grading.week03.cases import BUFFER_CASES, BUFFER_STOP, RMSPROP_STEP_CASES
+from course_grading.week03.cases import (
+    BUFFER_CASES,
+    BUFFER_STOP,
+    RMSPROP_INVALID,
+    RMSPROP_STEP_CASES,
+    RMSPROP_VALID,
+)
 from course_grading.week03.mistakes import (
     RMSPROP_STEP_MISTAKES,
     SQUARE_AVERAGE_MISTAKES,
@@ -35,35 +41,17 @@ def checks() -> Checks:
     """Every test cell's hidden check."""
     return {
         "square_average_test": [square_average()],
-        **optimizer_cells(
+        # rmsprop_step_test_state, the table's last cell, also checks buffers and step(closure).
+        **subclass_cells(
             RMSPROP,
             RMSPROP_STEP_CASES,
-            runs=hinted_runs(rmsprop_hint),
-            extends_optimizer=("rmsprop_step_test_basic", "rmsprop_step_test_state"),
-            then={
-                "rmsprop_step_test_state": [
-                    buffers(RMSPROP, BUFFER_CASES, stop=BUFFER_STOP),
-                    closure("RMSprop", {"lr": 0.1}),
-                ]
-            },
+            hint=rmsprop_hint,
+            state=[
+                buffers(RMSPROP, BUFFER_CASES, stop=BUFFER_STOP),
+                closure("RMSprop", {"lr": 0.1}),
+            ],
         ),
-        "rmsprop_step_test_validation": [
-            value_errors(
-                "RMSprop",
-                invalid=[
-                    ({"lr": -0.01}, ("lr", "learning rate")),
-                    ({"lr": 0.01, "alpha": -0.5}, ("alpha",)),
-                    ({"lr": 0.01, "eps": -1e-8}, ("eps", "epsilon")),
-                    ({"lr": 0.01, "weight_decay": -1e-4}, ("weight_decay", "weight decay")),
-                    ({"lr": 0.01, "momentum": -0.9}, ("momentum",)),
-                ],
-                valid=[
-                    {"lr": 0.0},
-                    {"lr": 0.01, "alpha": 0.0, "eps": 0.0},
-                    {"lr": 0.01, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
-                ],
-            )
-        ],
+        "rmsprop_step_test_validation": [value_errors("RMSprop", RMSPROP_INVALID, RMSPROP_VALID)],
     }
 
 

@@ -13,7 +13,7 @@ import torch
 
 from course_grading.core.references import digit_batches
 from course_grading.core.runs import Batches, Case, Snapshots
-from course_grading.core.tables import CaseTable
+from course_grading.core.tables import CaseTable, frozen_and_grouped
 from course_grading.week04 import produce
 
 # The runs against torch.optim.Adam and torch.optim.AdamW, per test cell.
@@ -33,16 +33,11 @@ ADAM_CASES: CaseTable = {
             steps=30,
         ),
     ),
-    "adam_test_groups_frozen": (
-        Case("a frozen first layer", {"lr": 0.01, "weight_decay": 0.05}, frozen=(0,)),
-        Case(
-            "param groups with their own settings",
-            {"lr": 0.005},
-            groups=(
-                {"layers": (0,), "lr": 0.02, "amsgrad": True},
-                {"layers": (2, 4), "betas": (0.8, 0.9), "weight_decay": 0.1},
-            ),
-        ),
+    "adam_test_groups_frozen": frozen_and_grouped(
+        frozen={"lr": 0.01, "weight_decay": 0.05},
+        grouped={"lr": 0.005},
+        first={"lr": 0.02, "amsgrad": True},
+        rest={"betas": (0.8, 0.9), "weight_decay": 0.1},
     ),
 }
 ADAMW_CASES: CaseTable = {
@@ -61,16 +56,11 @@ ADAMW_CASES: CaseTable = {
             steps=30,
         ),
     ),
-    "adamw_test_groups_frozen": (
-        Case("a frozen first layer", {"lr": 0.01, "weight_decay": 0.1}, frozen=(0,)),
-        Case(
-            "param groups with their own settings",
-            {"lr": 0.01},
-            groups=(
-                {"layers": (0,), "weight_decay": 0.0},
-                {"layers": (2, 4), "lr": 0.02, "weight_decay": 0.3, "amsgrad": True},
-            ),
-        ),
+    "adamw_test_groups_frozen": frozen_and_grouped(
+        frozen={"lr": 0.01, "weight_decay": 0.1},
+        grouped={"lr": 0.01},
+        first={"weight_decay": 0.0},
+        rest={"lr": 0.02, "weight_decay": 0.3, "amsgrad": True},
     ),
 }
 

@@ -134,13 +134,7 @@ MODEL_CASES = (
     ),
 )
 MEMORY_CASE = ZeroCase(
-    "Adam without weight decay",
-    "Adam",
-    {"lr": 0.01},
-    model="tied",
-    frozen=True,
-    steps=3,
-    seed=5,
+    "Adam without weight decay", "Adam", {"lr": 0.01}, model="tied", frozen=True, steps=3, seed=5
 )
 STATE_DICT_CASE = ZeroCase(
     "AdamW with two param groups, checkpointed",

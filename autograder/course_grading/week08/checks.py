@@ -676,14 +676,19 @@ _FACTORED_ENTRIES = ("row_var", "col_var", "the estimate")
 
 def factored() -> Part:
     """row_var, col_var and the estimate after every call, against torch's formula."""
-    requests = [case.request() for case in FACTORED_CASES]
     return _guarded(
         "factored_runs",
         judge_factored,
-        {"cases": requests},
-        reference=lambda: factored_runs(factored_reference, requests),
+        {"cases": [case.request() for case in FACTORED_CASES]},
+        reference=lambda: _on_factored_cases(factored_reference),
         context={"mistakes": FACTORED_MISTAKES},
     )
+
+
+def _on_factored_cases(function: Callable[..., torch.Tensor]) -> list[dict[str, Any]]:
+    """What ``function`` (torch's formula, or a mistake's rule) gives where the student's
+    function runs: :func:`factored_runs` of every case's request."""
+    return factored_runs(function, [case.request() for case in FACTORED_CASES])
 
 
 def _factored_first_difference(
@@ -729,9 +734,8 @@ def identify_factored(
 ) -> Mistake | None:
     """The catalogued rule that reproduces the student's results on every case it can run (a
     rule that raises on a case explains a student's error there)."""
-    requests = [case.request() for case in FACTORED_CASES]
     for mistake in mistakes:
-        wrong = factored_runs(mistake.rule, requests)
+        wrong = _on_factored_cases(mistake.rule)
         if all(
             _factored_first_difference(have, want) is None
             for have, want in zip(outcomes, wrong, strict=True)
