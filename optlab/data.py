@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["DataSplit", "load_digits"]
+__all__ = ["DataSplit", "all_digits", "load_digits"]
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,17 @@ def load_digits(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    table = torch.from_numpy(_digits_table())
-    X = table[:, :-1].to(dtype) / 16.0
-    y = table[:, -1].to(torch.long)
+    X, y = all_digits(dtype)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     n_val = int(round(len(y) * val_fraction))
     val, train = order[:n_val], order[n_val:]
     return DataSplit(X[train], y[train], X[val], y[val])
+
+
+def all_digits(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every digit in scikit-learn's order: pixels scaled to [0, 1] (``dtype``) and labels."""
+    table = torch.from_numpy(_digits_table())
+    return table[:, :-1].to(dtype) / 16.0, table[:, -1].to(torch.long)
 
 
 def _digits_table() -> np.ndarray:

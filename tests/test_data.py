@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from optlab.data import load_digits
+from optlab.data import all_digits, load_digits
 
 
 def test_the_digits_are_scikit_learns() -> None:
@@ -28,3 +28,12 @@ def test_the_split_is_fixed_by_the_seed_and_checked() -> None:
     assert not torch.equal(load_digits(seed=1).y_val, load_digits().y_val)
     with pytest.raises(ValueError, match="val_fraction"):
         load_digits(val_fraction=1.0)
+
+
+def test_all_digits_are_scikit_learns_in_its_order() -> None:
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    X, y = all_digits()
+    assert torch.equal(X, torch.tensor(bunch.data, dtype=torch.float64) / 16.0)
+    assert torch.equal(y, torch.tensor(bunch.target, dtype=torch.long))

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from course_admin.edition import write_student_edition
 from course_admin.export import export_csv
 from course_admin.gradebook import snapshot
@@ -22,6 +23,7 @@ from course_admin.integrity import scan_source
 from course_admin.paths import db_url
 from course_fixture import CourseCopy
 from nbgrader.api import Gradebook
+from torch.utils._pytree import tree_map
 
 REPO = Path(__file__).resolve().parent.parent
 WEEK = "week01_sgd"
@@ -184,6 +186,23 @@ def test_regrading_gives_the_same_grades(course: CourseCopy) -> None:
     assert first == second
     assert runs[0]["again_right"].total == FULL
     assert runs[0]["again_wrong"].total < FULL
+
+
+def test_the_verdicts_use_the_cached_expected_values(tmp_path: Path) -> None:
+    """The references run once, at release; every batch judges with what they saved beside
+    the kit (never in it: the sandbox mounts the kit). Doctored values move the grade, which
+    is why that folder is the grader's alone."""
+    course = CourseCopy.create(REPO, tmp_path)
+    course.release([WEEK])
+    (folder,) = (course.autograder / "cache").glob(f"{WEEK}-*")
+    assert (folder / "expected.pt").is_file()
+    assert not [p for p in (folder / "kit").rglob("*") if p.name.startswith("expected")]
+    solution = course.notebook("solutions", WEEK)
+    assert course.grade(WEEK, {"before": solution})["before"].total == FULL
+    values = torch.load(folder / "expected.pt", weights_only=False)
+    doctored = tree_map(lambda v: v * 2 if isinstance(v, torch.Tensor) else v, values)
+    torch.save(doctored, folder / "expected.pt")
+    assert course.grade(WEEK, {"after": solution})["after"].total < FULL
 
 
 def test_csv_has_per_exercise_points_and_reasons(hostile_class: dict, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SAWarning
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
+from course_admin.cache import Prepared
 from course_admin.gradebook import CellScore, cell_scores
 from course_admin.results import Status, StudentResult, join
 from course_admin.sandbox import MEMORY_LIMIT_GB
@@ -39,8 +40,7 @@ class Job:
     course_root: Path
     week: str
     student: str
-    template_db: Path
-    kit: Path
+    material: Prepared
     sandboxed: bool
 
 
@@ -49,7 +49,7 @@ def grade(job: Job) -> StudentResult:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"grade-{job.student}-") as tmp:
         scratch = Path(tmp)
-        shutil.copy2(job.template_db, scratch / "gradebook.db")
+        shutil.copy2(job.material.template_db, scratch / "gradebook.db")
         submitted = Path("submitted") / job.student / job.week
         shutil.copytree(job.course_root / submitted, scratch / submitted)
         report = scratch / "run.json"
@@ -104,7 +104,8 @@ def _config(job: Job, scratch: Path) -> Config:
     config.CourseDirectory.root = str(scratch)
     config.CourseDirectory.source_directory = str((job.course_root / "../source").resolve())
     config.CourseDirectory.db_url = f"sqlite:///{scratch / 'gradebook.db'}"
-    config.SandboxedExecute.kit = str(job.kit)
+    config.SandboxedExecute.kit = str(job.material.kit.root)
+    config.SandboxedExecute.expected = str(job.material.expected)
     config.SandboxedExecute.sandbox = job.sandboxed
     config.SandboxedExecute.report = str(scratch / "run.json")
     return config

@@ -72,7 +72,7 @@ def grade_class(
         jobs: list[Job] = []
         notes: dict[str, str] = {}
         handed_in: dict[str, str | None] = {}
-        template_db, kit = cache.prepared(course_root, week)
+        material = cache.prepared(course_root, week)
         for student_dir in students:
             prepared, note = prepare(student_dir, week, names, course_root)
             note = join(lms_notes.get(student_dir.name), note)
@@ -81,7 +81,7 @@ def grade_class(
                 continue
             notes[student_dir.name] = note
             handed_in[student_dir.name] = submission_time(prepared)
-            jobs.append(Job(course_root, week, student_dir.name, template_db, kit.root, sandboxed))
+            jobs.append(Job(course_root, week, student_dir.name, material, sandboxed))
         progress = tqdm(_graded(jobs, workers), total=len(jobs), desc=f"grading {week}")
         for result in progress:
             result.submitted = handed_in[result.student]

@@ -68,16 +68,23 @@ class SandboxedExecute(Execute):
     kit = Unicode("", help="The batch's grading kit (built here when empty).").tag(config=True)
     sandbox = Bool(True, help="Run in a bubblewrap sandbox (False: --no-sandbox).").tag(config=True)
     report = Unicode("", help="Where to write what happened to the run, as JSON.").tag(config=True)
+    expected = Unicode(
+        "", help="The cached expected values of the hidden checks (computed here when empty)."
+    ).tag(config=True)
 
     def preprocess(
         self, nb: NotebookNode, resources: dict[str, Any]
     ) -> tuple[NotebookNode, dict[str, Any]]:
-        from course_grading.core.checks import warm_up
+        from course_grading.core.checks import use_expected, warm_up
+
+        from course_admin.cache import load_expected
 
         assignment = resources["nbgrader"]["assignment"]
         kit = self._kit(assignment)
         folder = Path(resources["metadata"]["path"])
-        # The references the verdicts need are computed while the notebook runs.
+        if self.expected:
+            use_expected(assignment, load_expected(Path(self.expected)))
+        # Whatever the verdicts still need is computed while the notebook runs.
         references = threading.Thread(target=warm_up, args=(assignment,), daemon=True)
         references.start()
         with tempfile.TemporaryDirectory(prefix="course-run-") as tmp:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,19 +49,26 @@ def buffers(
     ``stop`` steps, and a run resumed from the reference's ``state_dict()`` there continues
     like the reference."""
     batches = digit_batches()
-    checkpoints = [reference_checkpoint(spec.reference, c, batches, stop) for c in cases]
-    return Part(
-        "core.produce:optimizer_checkpoints",
-        judge_buffers,
-        inputs={
+
+    @functools.cache
+    def checkpoints() -> list[Checkpoint]:
+        return [reference_checkpoint(spec.reference, c, batches, stop) for c in cases]
+
+    def inputs() -> dict[str, Any]:
+        return {
             "cases": [c.to_request() for c in cases],
             "batches": batches,
             "stop": stop,
             "resume_from": [
-                {"params": c.snapshots[stop], "state_dict": c.state_dict} for c in checkpoints
+                {"params": c.snapshots[stop], "state_dict": c.state_dict} for c in checkpoints()
             ],
-        },
-        reference=lambda: checkpoints,
+        }
+
+    return Part(
+        "core.produce:optimizer_checkpoints",
+        judge_buffers,
+        inputs=inputs,
+        reference=checkpoints,
         context={"spec": spec, "cases": list(cases), "hint": hint},
     )
 

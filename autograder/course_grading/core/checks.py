@@ -41,8 +41,10 @@ class Part:
     """One step of a test cell's hidden check.
 
     ``producer`` is ``"module:function"`` under ``course_grading`` on the student side; it is
-    called with the handed-in objects and ``inputs``. ``judge(part, outputs)`` raises
-    :class:`CheckFailed` unless the outputs are right; it may use ``part.expected`` (what
+    called with the handed-in objects and ``inputs``, or with what ``inputs()`` returns where
+    they need the reference's own runs (made only when the kit is built, so that a batch whose
+    expected values come from the cache never runs the reference). ``judge(part, outputs)``
+    raises :class:`CheckFailed` unless the outputs are right; it may use ``part.expected`` (what
     ``reference()`` computes, once, on first use) and ``context`` (anything else it needs:
     the answer's name, a mistake catalogue). Only ``producer`` and ``inputs`` reach the
     sandbox.
@@ -50,7 +52,7 @@ class Part:
 
     producer: str
     judge: Callable[[Part, Any], None]
-    inputs: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] | Callable[[], dict[str, Any]] = field(default_factory=dict)
     reference: Callable[[], Any] | None = None
     context: dict[str, Any] = field(default_factory=dict)
 
@@ -61,7 +63,8 @@ class Part:
 
     def request(self) -> dict[str, Any]:
         """What the sandbox receives for this part."""
-        return {"producer": self.producer, "inputs": self.inputs}
+        inputs = self.inputs() if callable(self.inputs) else self.inputs
+        return {"producer": self.producer, "inputs": inputs}
 
 
 Checks = dict[str, list[Part]]
@@ -98,9 +101,20 @@ def _plan(week: str) -> Checks:
 
 def warm_up(assignment: str) -> None:
     """Build the plan and compute every expected value now (while the sandbox runs)."""
-    for parts in plan(assignment).values():
-        for part in parts:
-            _ = part.expected
+    expected_values(assignment)
+
+
+def expected_values(assignment: str) -> dict[str, list[Any]]:
+    """Every part's expected values, by grade id (computed now where not yet)."""
+    return {gid: [part.expected for part in parts] for gid, parts in plan(assignment).items()}
+
+
+def use_expected(assignment: str, values: dict[str, list[Any]]) -> None:
+    """Give the plan's parts the expected values :func:`expected_values` computed earlier
+    (from the same grading code), so that this process need not run the references."""
+    for grade_id, parts in plan(assignment).items():
+        for part, value in zip(parts, values[grade_id], strict=True):
+            part.expected = value  # a cached_property: this is its cached value
 
 
 def hidden_torch(assignment: str) -> dict[str, str]:

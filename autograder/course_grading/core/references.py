@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from course_grading.core.runs import Batches, Case, Snapshots, run_case
+from optlab.data import all_digits
 
 BATCH_SIZE = 32
 # The longest optimizer run any check asks for.
@@ -60,11 +61,7 @@ TORCH_DEFAULTS: dict[str, dict[str, Any]] = {
 
 def make_batches(steps: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``steps`` mini-batches of real digits (float64), in a fixed order."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    X = torch.tensor(bunch.data, dtype=torch.float64) / 16.0
-    y = torch.tensor(bunch.target, dtype=torch.long)
+    X, y = all_digits(torch.float64)
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(steps):
