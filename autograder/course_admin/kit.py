@@ -14,6 +14,7 @@ The kit is a folder, mounted read-only in every sandbox of the batch:
 
 from __future__ import annotations
 
+import compileall
 import fnmatch
 import json
 import shutil
@@ -86,6 +87,9 @@ def build_kit(assignment: str, target: Path) -> Kit:
         copy = target / "grading" / "course_grading" / path.relative_to(GRADING)
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, copy)
+    # The sandbox mounts the kit read-only, where Python cannot cache its bytecode: compile
+    # it once here rather than in every kernel.
+    compileall.compile_dir(target / "grading", quiet=1)
     stubs = target / "stubs"
     stubs.mkdir()
     (stubs / "sitecustomize.py").write_text(SITECUSTOMIZE)

@@ -7,6 +7,7 @@ be the student's own.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -198,35 +199,44 @@ def judge_measured_rate_fit(part: Part, outcomes: list[dict[str, Any]]) -> None:
 
 
 def measured_rate_distances() -> Part:
-    """Euclidean distance from every point of a trajectory to the landscape's minimum."""
-    runs = distance_runs()
-    inputs = [
-        {
-            "landscape": name,
-            "fields": fields,
-            "path": torch.from_numpy(trajectory.path.copy()),
-            "losses": torch.from_numpy(trajectory.losses.copy()),
-            "diverged_at": trajectory.diverged_at,
+    """Euclidean distance from every point of a trajectory to the landscape's minimum.
+
+    The expected values are (landscape, trajectory, distances) per run: the trajectories are
+    torch.optim.SGD's, run once, when the kit is built."""
+    runs = functools.cache(distance_runs)
+
+    def inputs() -> dict[str, Any]:
+        return {
+            "runs": [
+                {
+                    "landscape": name,
+                    "fields": fields,
+                    "path": torch.from_numpy(trajectory.path.copy()),
+                    "losses": torch.from_numpy(trajectory.losses.copy()),
+                    "diverged_at": trajectory.diverged_at,
+                }
+                for (name, fields, _), (_, trajectory) in zip(DISTANCE_RUNS, runs(), strict=True)
+            ]
         }
-        for (name, fields, _), (_, trajectory) in zip(DISTANCE_RUNS, runs, strict=True)
-    ]
+
     return Part(
         "week02.produce:distances",
         judge_measured_rate_distances,
-        inputs={"runs": inputs},
+        inputs=inputs,
         reference=lambda: [
-            np.linalg.norm(trajectory.path - np.asarray(landscape.minimum), axis=1)
-            for landscape, trajectory in runs
+            (
+                landscape,
+                trajectory,
+                np.linalg.norm(trajectory.path - np.asarray(landscape.minimum), axis=1),
+            )
+            for landscape, trajectory in runs()
         ],
-        context={"runs": runs},
     )
 
 
 def judge_measured_rate_distances(part: Part, outcomes: list[dict[str, Any]]) -> None:
     """See :func:`measured_rate_distances`."""
-    for (landscape, trajectory), expected, outcome in zip(
-        part.context["runs"], part.expected, outcomes, strict=True
-    ):
+    for (landscape, trajectory, expected), outcome in zip(part.expected, outcomes, strict=True):
         where = f"on the {landscape.name} landscape (minimum at {tuple(landscape.minimum)})"
         if outcome.get("error"):
             raise CheckFailed(
