@@ -96,20 +96,30 @@ print("copied from", _found)
 """
 )
 
+# Every copy of the grading package it can find, on the import path or anywhere below the
+# roots (installed packages' folders left out: walking them takes longer than a cell may run),
+# is appended to. The search finishes, so "changed []" shows that none could be written.
 TAMPER_GRADING_CODE = (
     FIND_COURSE
     + """
 _package = "course" + "_grading"
-_changed = []
+_found = set()
+for _entry in sys.path:
+    _found.update(glob.glob(os.path.join(_entry or ".", _package, "**", "*.py"), recursive=True))
 for _root in _roots():
-    for _path in glob.glob(os.path.join(_root, "**", _package, "**", "*.py"), recursive=True):
-        try:
-            with open(_path, "a") as _f:
-                _f.write("\\nraise SystemExit\\n")
-            _changed.append(_path)
-        except OSError:
-            continue
-print("changed", _changed)
+    for _dir, _subdirs, _files in os.walk(_root):
+        _subdirs[:] = [d for d in _subdirs if d not in ("site-packages", "dist-packages", ".git")]
+        if os.path.basename(_dir) == _package:
+            _found.update(glob.glob(os.path.join(_dir, "**", "*.py"), recursive=True))
+_changed = []
+for _path in sorted(_found):
+    try:
+        with open(_path, "a") as _f:
+            _f.write("\\nraise SystemExit\\n")
+        _changed.append(_path)
+    except OSError:
+        continue
+print("tried", len(_found), "files; changed", _changed)
 """
 )
 
@@ -416,6 +426,11 @@ def test_copying_the_solution_at_grading_time_scores_zero(escapes: dict) -> None
 
 def test_the_grading_code_stays_unchanged(escapes: dict) -> None:
     assert _fingerprint(escapes["course"].autograder / "course_grading") == escapes["grading_code"]
+    # The search ran to its end, found the sandbox's copy and could write none of it.
+    tried = re.search(
+        r"tried (\d+) files; changed \[\]", _outputs(escapes, "a2_changes_grading_code")
+    )
+    assert tried and int(tried[1]) > 0, _outputs(escapes, "a2_changes_grading_code")
     after, alone = (
         sum(_scores(escapes, s).values()) for s in ("z_wrong_after_the_attacks", "z_wrong_alone")
     )
