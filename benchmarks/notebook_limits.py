@@ -24,12 +24,13 @@ BINDER_MEMORY_MB = 1536
 BINDER_WALL_S = 120
 
 
-def run_one(path: Path) -> dict[str, float]:
-    """Execute one notebook in this process's kernel child; wall seconds and peak MB."""
+def run_one(path: Path, core: int | None = None) -> dict[str, float]:
+    """Execute one notebook in this process's kernel child, pinned to ``core`` (default: the
+    first this process may use); wall seconds and peak MB."""
     import nbformat
     from nbclient import NotebookClient
 
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0)) if core is None else core})
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
@@ -41,15 +42,17 @@ def run_one(path: Path) -> dict[str, float]:
     return {"wall_s": round(wall, 1), "peak_mb": round(peak_kb / 1024, 1)}
 
 
-def measure(path: Path) -> dict[str, float]:
-    """Measure ``path`` in a fresh process (so earlier notebooks don't count).
+def measure(path: Path, core: int | None = None) -> dict[str, float]:
+    """Measure ``path`` in a fresh process (so earlier notebooks don't count), pinned to
+    ``core`` (default: the first this process may use).
 
     Week 5's experiment logs go to a temporary folder, removed after.
     """
+    pin = [] if core is None else ["--core", str(core)]
     with tempfile.TemporaryDirectory(prefix="notebook-limits-") as runs:
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPTLAB_RUNS=runs)
         proc = subprocess.run(
-            [sys.executable, __file__, "--one", str(path)],
+            [sys.executable, __file__, "--one", str(path), *pin],
             env=env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
     if proc.returncode != 0:
@@ -61,9 +64,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--core", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one)))
+        print(json.dumps(run_one(args.one, args.core)))
         return 0
     paths = args.notebooks or sorted(REPO.glob("solutions/*/*.ipynb"))
     print(f"{'notebook':45} {'wall s':>8} {'peak MB':>8}   (Binder: {BINDER_WALL_S} s, "

@@ -188,21 +188,23 @@ def test_regrading_gives_the_same_grades(course: CourseCopy) -> None:
     assert runs[0]["again_wrong"].total < FULL
 
 
-def test_the_verdicts_use_the_cached_expected_values(tmp_path: Path) -> None:
+def test_the_verdicts_use_the_cached_expected_values(released_course: CourseCopy) -> None:
     """The references run once, at release; every batch judges with what they saved beside
-    the kit (never in it: the sandbox mounts the kit). Doctored values move the grade, which
-    is why that folder is the grader's alone."""
-    course = CourseCopy.create(REPO, tmp_path)
-    course.release([WEEK])
-    (folder,) = (course.autograder / "cache").glob(f"{WEEK}-*")
+    the kit (never in it: the sandbox mounts the kit). Doctored values cost the solution its
+    points, which is why that folder is the grader's alone."""
+    (folder,) = (released_course.autograder / "cache").glob(f"{WEEK}-*")
     assert (folder / "expected.pt").is_file()
     assert not [p for p in (folder / "kit").rglob("*") if p.name.startswith("expected")]
-    solution = course.notebook("solutions", WEEK)
-    assert course.grade(WEEK, {"before": solution})["before"].total == FULL
+    saved = (folder / "expected.pt").read_bytes()
     values = torch.load(folder / "expected.pt", weights_only=False)
     doctored = tree_map(lambda v: v * 2 if isinstance(v, torch.Tensor) else v, values)
     torch.save(doctored, folder / "expected.pt")
-    assert course.grade(WEEK, {"after": solution})["after"].total < FULL
+    try:
+        solution = released_course.notebook("solutions", WEEK)
+        result = released_course.grade(WEEK, {"doctored_cache": solution})["doctored_cache"]
+    finally:
+        (folder / "expected.pt").write_bytes(saved)
+    assert result.status == "graded" and result.total < FULL
 
 
 def test_csv_has_per_exercise_points_and_reasons(hostile_class: dict, tmp_path: Path) -> None:
