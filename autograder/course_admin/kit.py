@@ -1,4 +1,4 @@
-"""A week's grading kit: all the sandbox gets of the grading code, built once per batch.
+"""A week's grading kit: all the sandbox gets of the grading code, built once per course version.
 
 The kit is a folder, mounted read-only in every sandbox of the batch:
 
