@@ -16,6 +16,7 @@ checks at the end that nothing outside the batch changed.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -117,7 +118,9 @@ def _graded(jobs: list[Job], workers: int) -> Iterator[StudentResult]:
     context = multiprocessing.get_context("forkserver")
     # The workers fork from a server that has imported the grader once, so each starts warm.
     context.set_forkserver_preload(["course_admin.autograde"])
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    # Each worker freezes what it inherited, so that its collections leave the grader's
+    # modules alone.
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=gc.freeze) as pool:
         futures: dict[Future, Job] = {pool.submit(_safely, job): job for job in jobs}
         for future in as_completed(futures):
             try:
