@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import textwrap
 import threading
@@ -58,12 +59,34 @@ def test_a_course_under_tmp_still_finds_its_python(monkeypatch: pytest.MonkeyPat
     """A checkout in /tmp (a CI clone, a scratch copy) keeps its environment in the sandbox:
     the environment is mounted over the private /tmp, not hidden by it."""
     venv = Path("/tmp/some-clone/.venv")
-    monkeypatch.setattr(sandbox, "python_paths", lambda: [venv])
+    monkeypatch.setattr(sandbox, "python_paths", lambda: [(venv, venv)])
     args = sandbox.bwrap_command(["true"], sandbox.Mounts(), {}, sandbox.Limits())
     pairs = list(zip(args, args[1:], strict=False))
     private_tmp = pairs.index(("--tmpfs", "/tmp"))
     venv_bound = pairs.index(("--ro-bind", str(venv)))
     assert venv_bound > private_tmp, args
+
+
+def test_an_environment_behind_a_symbolic_link_still_runs(tmp_path: Path) -> None:
+    """A course whose ``.venv`` is a symbolic link to an environment elsewhere: the grader runs
+    the interpreter by the link's path, so the sandbox must have the environment there too."""
+    link = tmp_path / ".venv"
+    link.symlink_to(Path(sys.prefix).resolve(), target_is_directory=True)
+    grader = """
+        import sys
+        from course_admin import sandbox
+        outcome = sandbox.run(
+            [sys.executable, "-c", "import sys, torch; print(sys.prefix)"],
+            sandbox.Mounts(), {"PATH": "/usr/bin:/bin"}, sandbox.Limits(timeout_s=60),
+        )
+        print(outcome.returncode, outcome.stdout.decode().strip(), outcome.stderr[-300:])
+    """
+    proc = subprocess.run(
+        [str(link / "bin" / "python"), "-c", textwrap.dedent(grader)],
+        env=dict(os.environ, PYTHONPATH=str(REPO / "autograder")),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.stdout.split()[:2] == ["0", str(link)], proc.stdout + proc.stderr
 
 
 def test_nothing_outside_tmp_can_be_written(tmp_path: Path) -> None:

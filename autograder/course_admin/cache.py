@@ -4,11 +4,12 @@ Grading a week needs a gradebook that holds only the week's assignment (each stu
 in a scratch copy of it), the week's grading kit (:mod:`course_admin.kit`) and the expected
 values of its hidden checks (what the references compute: the same for every student). All
 depend only on the source notebook, the course's nbgrader configuration, the grading code, the
-helper package and the installed torch and nbgrader, so they are kept in
-``autograder/cache/<week>-<key>/``, ``key`` being a hash of all of those: a change to any of
-them makes a new folder. ``./course release`` builds them; ``./course grade`` builds them when
-they are missing. The folder is the grader's own: no sandbox ever sees it (only its ``kit/``
-is mounted, read-only), and the expected values stay outside the kit.
+helper package, the code that builds the kit and the installed torch and nbgrader, so they
+are kept in ``autograder/cache/<week>-<key>/``, ``key`` being a hash of all of those: a
+change to any of them makes a new folder. ``./course release`` builds them; ``./course
+grade`` builds them when they are missing. The folder is the grader's own: no sandbox ever
+sees it (only its ``kit/`` is mounted, read-only), and the expected values stay outside the
+kit.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from nbgrader.utils import capture_log
 from traitlets.config.loader import PyFileConfigLoader
 
 import optlab
+from course_admin import kit as kit_code
+from course_admin import notebook_runner
 from course_admin.kit import GRADING, Kit, build_kit
 
 EXPECTED = "expected.pt"
@@ -62,6 +65,7 @@ def _key(course_root: Path, week: str) -> str:
     files = sorted((source / week).glob("*.ipynb")) + [source / "header.ipynb"]
     files += [course_root / "nbgrader_config.py", *sorted(GRADING.rglob("*.py"))]
     files += sorted(Path(optlab.__file__).parent.glob("*.py"))  # the references use it too
+    files += [Path(kit_code.__file__), Path(notebook_runner.__file__)]  # how the kit is made
     digest = hashlib.sha256(f"{torch.__version__} {nbgrader.__version__}".encode())
     for path in files:
         if path.exists():

@@ -116,10 +116,19 @@ def unavailable() -> str | None:
     return None
 
 
-def python_paths() -> list[Path]:
-    """The folders the course's Python needs: the interpreter's install and the environment."""
-    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
-    return sorted(paths)
+def python_paths() -> list[tuple[Path, Path]]:
+    """The folders the course's Python needs, as (outside, inside) pairs: the interpreter's
+    install and the environment, each where it really is and, when the path the grader runs
+    from goes through a symbolic link (a ``.venv`` linked to an environment elsewhere), also
+    at that path, which the sandbox runs the interpreter by."""
+    pairs = set()
+    for prefix in (sys.base_prefix, sys.prefix):
+        real, named = Path(prefix).resolve(), Path(os.path.abspath(prefix))
+        pairs.add((real, real))
+        # Under a system folder the link itself is mounted, and leads to the real folder.
+        if named != real and not any(named.is_relative_to(p) for p in SYSTEM_PATHS):
+            pairs.add((real, named))
+    return sorted(pairs)
 
 
 def bwrap_command(
@@ -140,8 +149,8 @@ def bwrap_command(
     size = str(limits.disk_mb * 2**20)
     args += ["--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/dev/shm"]
     # After the private /tmp, so that a course checked out under /tmp still finds its Python.
-    for path in python_paths():
-        args += ["--ro-bind", str(path), str(path)]
+    for outside, inside in python_paths():
+        args += ["--ro-bind", str(outside), str(inside)]
     for outside, inside in mounts.readonly:
         args += ["--ro-bind", str(outside), str(inside)]
     if mounts.covered:
