@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -100,21 +96,6 @@ def test_grade_ids_are_unique_across_weeks() -> None:
         for grade_id in plan(week):
             assert grade_id not in seen, f"{grade_id} is in {seen.get(grade_id)} and {week}"
             seen[grade_id] = week
-
-
-def test_the_kit_gives_matplotlib_a_font_list_it_uses(tmp_path: Path) -> None:
-    """Every kernel starts from the kit's font list instead of reading every font again."""
-    kit = build_kit("week01_sgd", tmp_path / "kit")
-    config = tmp_path / "matplotlib"
-    shutil.copytree(kit.root / "matplotlib", config)  # what the notebook runner does
-    probe = "import logging; logging.basicConfig(level=logging.DEBUG); import matplotlib.pyplot"
-    proc = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=dict(os.environ, MPLCONFIGDIR=str(config)),
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert "Using fontManager instance from" in proc.stderr, proc.stderr[-2000:]
-    assert "generated new fontManager" not in proc.stderr
 
 
 @pytest.mark.parametrize("week", WEEKS)

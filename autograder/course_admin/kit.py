@@ -9,8 +9,6 @@ The kit is a folder, mounted read-only in every sandbox of the batch:
   and the harness), made by the grader, so that nothing a submission does reaches the real one;
 - ``stubs/``: ``sitecustomize.py`` and the manifest that switch off the week's torch modules;
 - ``notebook_runner.py``: what runs the notebook inside the sandbox;
-- ``matplotlib/``: matplotlib's list of this machine's fonts, the file it would otherwise
-  build in every kernel (by reading every font on the system) before the first plot;
 - ``empty``: the empty file mounted over the switched-off modules' own files.
 """
 
@@ -98,17 +96,7 @@ def build_kit(assignment: str, target: Path) -> Kit:
     hidden = hidden_torch(assignment)
     (stubs / "manifest.json").write_text(json.dumps(manifest(hidden, hidden_ops(assignment))))
     shutil.copy2(notebook_runner.__file__, target / "notebook_runner.py")
-    _font_list(target / "matplotlib")
     (target / "empty").write_bytes(b"")
     covered = [str(p) for p in hidden_files(hidden)]
     (target / "kit.json").write_text(json.dumps({"assignment": assignment, "covered": covered}))
     return Kit.open(target)
-
-
-def _font_list(folder: Path) -> None:
-    """matplotlib's font list, as the cache file it reads from its configuration folder."""
-    from matplotlib import font_manager
-
-    folder.mkdir()
-    name = f"fontlist-v{font_manager.FontManager.__version__}.json"
-    font_manager.json_dump(font_manager.FontManager(), folder / name)

@@ -3,8 +3,7 @@
     python notebook_runner.py CONFIG.json
 
 The configuration names the notebook, the assignment's other files, the folder to run in,
-where the hidden checks write their outputs, the kit's font list for matplotlib, and
-nbgrader's execution settings (the course's
+where the hidden checks write their outputs, and nbgrader's execution settings (the course's
 ``c.Execute`` configuration, passed on by the grader). Execution follows nbgrader's
 ``Execute`` preprocessor: errors do not stop the notebook, a cell that runs too long is
 interrupted and marked ``CellTimeoutError``, and an error the kernel reported without showing
@@ -105,10 +104,6 @@ def main(config_path: str) -> int:
     files = Path(config["files"])
     if files.is_dir():
         shutil.copytree(files, workdir, dirs_exist_ok=True)
-    # The kit's font list saves every kernel's first plot a scan of the system's fonts.
-    fonts = config.get("matplotlib")
-    if fonts and Path(fonts).is_dir():
-        shutil.copytree(fonts, os.environ["MPLCONFIGDIR"], dirs_exist_ok=True)
     nb = nbformat.read(config["notebook"], as_version=4)
     settings = config["execute"]
     clock = _Clock()

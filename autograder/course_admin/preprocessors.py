@@ -122,7 +122,6 @@ class SandboxedExecute(Execute):
             "workdir": str(scratch / "work" / folder.name),
             "outputs": str(scratch / "hidden-outputs"),
             "log": str(scratch / "run.log"),
-            "matplotlib": str(kit_at / "matplotlib"),
             "execute": {
                 "timeout": self.timeout,
                 "startup_timeout": self.startup_timeout,
