@@ -16,7 +16,7 @@ import pytest
 import torch
 from course_admin.kit import GRADING, build_kit, student_side_files
 from course_admin.paths import weeks
-from course_grading.core.checks import plan
+from course_grading.core.checks import demonstrations, plan
 from course_grading.core.mistakes import Mistake
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,6 +96,42 @@ def test_grade_ids_are_unique_across_weeks() -> None:
         for grade_id in plan(week):
             assert grade_id not in seen, f"{grade_id} is in {seen.get(grade_id)} and {week}"
             seen[grade_id] = week
+
+
+def _bound_and_read(source: str) -> tuple[set[str], set[str]]:
+    """The names a cell binds (anywhere in it) and the names it reads."""
+    lines = ["pass" if ln.lstrip().startswith(("%", "!")) else ln for ln in source.splitlines()]
+    bound, read = set(), set()
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return bound, read
+
+
+@pytest.mark.parametrize("week", WEEKS)
+def test_demonstrations_not_run_when_grading_are_ungraded_and_not_needed(week: str) -> None:
+    """Skipping a listed demonstration can change no score: it is not graded, and no later
+    cell reads a name it binds before binding the name itself."""
+    (path,) = (REPO / "source" / week).glob("*.ipynb")
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    ids = [c.get("id") for c in cells]
+    for cell_id in demonstrations(week):
+        assert cell_id in ids, f"{cell_id} is not a code cell of {path.name}"
+        index = ids.index(cell_id)
+        assert not cells[index]["metadata"].get("nbgrader"), f"{cell_id} is an nbgrader cell"
+        live, _ = _bound_and_read("".join(cells[index]["source"]))
+        needed: set[str] = set()
+        for later in cells[index + 1 :]:
+            bound, read = _bound_and_read("".join(later["source"]))
+            needed |= (read - bound) & live
+            live -= bound
+        assert not needed, f"later cells read what {cell_id} binds: {sorted(needed)}"
 
 
 @pytest.mark.parametrize("week", WEEKS)

@@ -11,6 +11,7 @@ import pytest
 from conftest import CORRECT_ANSWERS, SUBMISSIONS, answer_variants
 from course_admin.paths import weeks
 from course_fixture import CourseCopy
+from course_grading.core.checks import demonstrations
 
 REPO = Path(__file__).resolve().parent.parent
 WEEKS = weeks(REPO / "source")
@@ -71,6 +72,21 @@ def test_solution_autogrades_to_full_marks(
     assert not lost, f"the solution loses points: {lost}\n" + released_course.graded_outputs(
         week, "solution"
     )
+
+
+@pytest.mark.parametrize("week", [w for w in WEEKS if demonstrations(w)])
+def test_the_demonstrations_are_not_run_and_say_so(
+    released_course: CourseCopy, reference_grades: dict, week: str
+) -> None:
+    """Grading skips the demonstration cells the week lists; the feedback says why."""
+    assert reference_grades[week]["solution"].status == "graded"
+    (path,) = (released_course.autograder / "autograded" / "solution" / week).glob("*.ipynb")
+    cells = {c.get("id"): c for c in json.loads(path.read_text())["cells"]}
+    for cell_id in demonstrations(week):
+        (output,) = cells[cell_id]["outputs"]
+        assert "".join(output["text"]).startswith("Not run while grading"), output
+    ran = [c for c in cells.values() if c["cell_type"] == "code" and c["outputs"]]
+    assert len(ran) > len(demonstrations(week)), "the other cells should have run"
 
 
 @pytest.mark.parametrize("week", ["week05_recipe"])

@@ -9,6 +9,7 @@ The kit is a folder, mounted read-only in every sandbox of the batch:
   and the harness), made by the grader, so that nothing a submission does reaches the real one;
 - ``stubs/``: ``sitecustomize.py`` and the manifest that switch off the week's torch modules;
 - ``notebook_runner.py``: what runs the notebook inside the sandbox;
+- ``kit.json``: the assignment, the files to cover and the demonstration cells not to run;
 - ``empty``: the empty file mounted over the switched-off modules' own files.
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from course_grading.core.checks import hidden_ops, hidden_torch, plan
+from course_grading.core.checks import demonstrations, hidden_ops, hidden_torch, plan
 from course_grading.core.torch_hiding import hidden_files, manifest
 
 from course_admin import notebook_runner
@@ -49,11 +50,13 @@ install()
 
 @dataclass(frozen=True)
 class Kit:
-    """A built kit: its folder and the files the sandbox must cover with ``empty``."""
+    """A built kit: its folder, the files the sandbox must cover with ``empty`` and the ids
+    of the demonstration cells the sandbox does not run."""
 
     root: Path
     assignment: str
     covered: tuple[Path, ...]
+    not_run: tuple[str, ...] = ()
 
     @property
     def empty(self) -> Path:
@@ -64,7 +67,8 @@ class Kit:
     def open(cls, root: Path) -> Kit:
         """The kit built earlier in ``root``."""
         about = json.loads((root / "kit.json").read_text())
-        return cls(root, about["assignment"], tuple(Path(p) for p in about["covered"]))
+        covered = tuple(Path(p) for p in about["covered"])
+        return cls(root, about["assignment"], covered, tuple(about.get("not_run", ())))
 
 
 def student_side_files(root: Path = GRADING) -> list[Path]:
@@ -98,5 +102,7 @@ def build_kit(assignment: str, target: Path) -> Kit:
     shutil.copy2(notebook_runner.__file__, target / "notebook_runner.py")
     (target / "empty").write_bytes(b"")
     covered = [str(p) for p in hidden_files(hidden)]
-    (target / "kit.json").write_text(json.dumps({"assignment": assignment, "covered": covered}))
+    not_run = list(demonstrations(assignment))
+    about = {"assignment": assignment, "covered": covered, "not_run": not_run}
+    (target / "kit.json").write_text(json.dumps(about))
     return Kit.open(target)

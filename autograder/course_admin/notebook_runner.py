@@ -3,7 +3,8 @@
     python notebook_runner.py CONFIG.json
 
 The configuration names the notebook, the assignment's other files, the folder to run in,
-where the hidden checks write their outputs, and nbgrader's execution settings (the course's
+where the hidden checks write their outputs, the demonstration cells not to run (by cell id:
+each gets a note instead of outputs) and nbgrader's execution settings (the course's
 ``c.Execute`` configuration, passed on by the grader). Execution follows nbgrader's
 ``Execute`` preprocessor: errors do not stop the notebook, a cell that runs too long is
 interrupted and marked ``CellTimeoutError``, and an error the kernel reported without showing
@@ -36,6 +37,11 @@ sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 import nbformat  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 from nbclient.exceptions import DeadKernelError  # noqa: E402
+
+NOT_RUN = (
+    "Not run while grading: this demonstration is not graded, and it only shows what your "
+    "checked answers do. Run it yourself to see it.\n"
+)
 
 
 def _record_hidden_error(cell: Any = None, execute_reply: Any = None, **_kwargs: Any) -> None:
@@ -105,6 +111,15 @@ def main(config_path: str) -> int:
     if files.is_dir():
         shutil.copytree(files, workdir, dirs_exist_ok=True)
     nb = nbformat.read(config["notebook"], as_version=4)
+    # nbclient passes over a cell without source: the demonstrations are emptied for the run.
+    not_run = set(config.get("not_run", ()))
+    demos = {
+        i: cell.source
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and cell.get("id") in not_run
+    }
+    for i in demos:
+        nb.cells[i].source = ""
     settings = config["execute"]
     clock = _Clock()
     client = NotebookClient(
@@ -132,6 +147,9 @@ def main(config_path: str) -> int:
         report["died"] = True
     except Exception as exc:  # the kernel could not start, or nbclient gave up
         report["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+    for i, source in demos.items():
+        nb.cells[i].source = source
+        nb.cells[i].outputs = [nbformat.v4.new_output("stream", name="stdout", text=NOT_RUN)]
     report["peak_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     report["seconds"] = clock.report()
     archive = io.BytesIO()

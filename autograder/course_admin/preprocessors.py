@@ -122,6 +122,7 @@ class SandboxedExecute(Execute):
             "workdir": str(scratch / "work" / folder.name),
             "outputs": str(scratch / "hidden-outputs"),
             "log": str(scratch / "run.log"),
+            "not_run": list(kit.not_run),
             "execute": {
                 "timeout": self.timeout,
                 "startup_timeout": self.startup_timeout,

@@ -128,6 +128,16 @@ def hidden_ops(assignment: str) -> dict[str, str]:
     return dict(getattr(_week(assignment), "HIDDEN_OPS", {}))
 
 
+def demonstrations(assignment: str) -> dict[str, str]:
+    """The notebook's demonstration cells that grading does not run (cell id -> what it shows).
+
+    A week lists a cell here when it only shows what answers checked elsewhere do, takes a
+    noticeable share of the notebook's time, is not graded, and binds nothing a later cell
+    needs (``tests/test_grading_sides.py`` checks the last two).
+    """
+    return dict(getattr(_week(assignment), "DEMONSTRATIONS", {}))
+
+
 def verdict(assignment: str, grade_id: str, outputs: Any) -> str | None:
     """``None`` if the hidden check of ``grade_id`` passes on ``outputs``, else the message.
 

@@ -37,6 +37,10 @@ from course_grading.week05.produce import factor
 
 CLIP_ADVICE = "compute the norm and scale the gradients yourself."
 HIDDEN_TORCH = {"torch.nn.utils.clip_grad": CLIP_ADVICE}
+DEMONSTRATIONS = {
+    "w05-schedules-run": "four schedules training the same network (about 1 s)",
+    "w05-clip-demo": "a corrupted batch with and without clipping (about 0.5 s)",
+}
 
 # Blocked while the student's code runs: (dotted names, how the message names them, advice).
 NO_SCHEDULERS = (

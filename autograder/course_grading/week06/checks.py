@@ -54,6 +54,10 @@ HIDDEN_TORCH = {
     "torch.cuda.amp.grad_scaler": SCALER_REASON,
     "torch.cpu.amp.grad_scaler": SCALER_REASON,
 }
+DEMONSTRATIONS = {
+    "w06-scaler-run-code": "your scaler training in fp16 (about 0.4 s)",
+    "w06-master-run-code": "bf16 training with and without fp32 master weights (about 0.7 s)",
+}
 # GradScaler's own kernels, and the fused kernels that would be a whole AdamW step in one call
 # (torch.optim stays on: the week's runs and checks use torch's SGD and AdamW).
 HIDDEN_OPS = {

@@ -61,6 +61,11 @@ HIDDEN_TORCH = {
     ),
 }
 
+DEMONSTRATIONS = {
+    "w07-demo-run": "the four collectives on three ranks (about 1 s, and the first launch)",
+    "w07-compare-run": "your ZeRO-1 against the plain optimizer on two ranks (about 1.7 s)",
+}
+
 
 def checks() -> Checks:
     """Every test cell's hidden check."""

@@ -93,6 +93,7 @@ from course_grading.week08.produce import (
 
 MUON_REASON = "Muon and its Newton–Schulz must be your own code, not torch.optim's."
 ADAFACTOR_REASON = "the factored second moment must be your own code, not torch.optim's."
+DEMONSTRATIONS = {"w08-race": "section 5's race of AdamW against Muon + AdamW (about 4 s)"}
 SWITCHED_OFF = {"torch.optim._muon": MUON_REASON, "torch.optim._adafactor": ADAFACTOR_REASON}
 HIDDEN_TORCH = SWITCHED_OFF
 # The classes of SWITCHED_OFF, by the names students know them by.
