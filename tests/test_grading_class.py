@@ -80,6 +80,13 @@ def hostile_class(course: CourseCopy, tmp_path_factory, monkeypatch_module) -> d
         ),
         "sys_exit": _with(solution, "max_stable_lr", "import sys\nsys.exit(0)"),
         "os_exit": _with(solution, "minibatches", "import os\nos._exit(1)"),
+        # IPython sends this error with a traceback of None, which no notebook can hold.
+        "malformed_output": _with(
+            solution,
+            "max_stable_lr",
+            "class Odd(Exception):\n    def _render_traceback_(self):\n        return None\n\n"
+            "raise Odd()",
+        ),
         "deleted_test": _without(solution, "sgd_step_test_basic"),
         "edited_test": _with(solution, "sgd_step_test_basic", replace="pass"),
         "duplicated": _duplicated(solution, "sgd_step"),
@@ -143,6 +150,7 @@ EXPECTED = {
     "memory_hog": ("graded", None, "ran out of memory"),
     "sys_exit": ("graded", True, ""),
     "os_exit": ("not graded", False, "kernel died"),
+    "malformed_output": ("graded", True, ""),
     "deleted_test": ("graded", False, "deleted from the notebook score 0: sgd_step_test_basic"),
     "edited_test": ("graded", True, ""),
     "duplicated": ("graded", True, "graded the last copy"),
@@ -169,6 +177,11 @@ def test_every_submission_gets_a_score_and_a_reason(hostile_class: dict, student
     assert sum(m for _, m in scores.values()) == FULL, "every student is in the gradebook"
     if full is not None:
         assert (total == FULL) is full, f"{student}: {total}"
+
+
+def test_an_output_no_notebook_can_hold_is_left_out_with_a_note(hostile_class: dict) -> None:
+    outputs = hostile_class["course"].graded_outputs(WEEK, "malformed_output")
+    assert "an output that a notebook cannot hold" in outputs, outputs
 
 
 def test_the_batch_leaves_other_grades_alone(hostile_class: dict) -> None:

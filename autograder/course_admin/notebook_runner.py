@@ -44,6 +44,26 @@ NOT_RUN = (
 )
 
 
+MALFORMED = "(the kernel sent an output that a notebook cannot hold; it was left out)\n"
+
+
+class _Client(NotebookClient):
+    """nbclient, except that an output the kernel sent malformed does not end the whole run.
+
+    nbclient lets a malformed output's validation error escape, which stops the notebook:
+    the student's code in the kernel can send anything. Such an output becomes a note on
+    standard error instead (which fails a test cell, as an error would).
+    """
+
+    def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int) -> Any:
+        try:
+            return super().output(outs, msg, display_id, cell_index)
+        except nbformat.ValidationError:
+            note = nbformat.v4.new_output("stream", name="stderr", text=MALFORMED)
+            outs.append(note)
+            return note
+
+
 def _record_hidden_error(cell: Any = None, execute_reply: Any = None, **_kwargs: Any) -> None:
     """nbgrader's rule: an error the kernel reported but did not display is added to the cell."""
     content = (execute_reply or {}).get("content", {})
@@ -122,7 +142,7 @@ def main(config_path: str) -> int:
         nb.cells[i].source = ""
     settings = config["execute"]
     clock = _Clock()
-    client = NotebookClient(
+    client = _Client(
         nb,
         timeout=settings["timeout"],
         interrupt_on_timeout=settings["interrupt_on_timeout"],
