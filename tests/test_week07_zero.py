@@ -316,6 +316,18 @@ def test_every_wrong_version_is_listed() -> None:
     assert zero1 == set(NAMED_BY)
 
 
+def test_a_state_dict_torch_cannot_load_fails_the_check() -> None:
+    """The judge loads rank 0's state dict into torch.optim.AdamW (its methods unwrapped from
+    torch's compile guards): what torch refuses fails the check with torch's reason."""
+    case = week07_checks.STATE_DICT_CASE
+    model = week07_checks.make_model(case)
+    optimizer = torch.optim.AdamW(week07_checks.optimizer_params(model, case), **case.kwargs)
+    state_dict = optimizer.state_dict()
+    state_dict["param_groups"] = state_dict["param_groups"][:1]
+    with pytest.raises(CheckFailed, match="different number of parameter groups"):
+        week07_checks._check_loadable(state_dict)
+
+
 def test_a_missing_module_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(CheckFailed, match="run the %%writefile cell"):
         check_here("zero1_test_step", tmp_path / "zero1.py")
