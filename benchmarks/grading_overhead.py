@@ -5,9 +5,10 @@
 
 For each week, on a fresh temporary copy of the course (released first, not timed):
 
-(a) the week's solution notebook executed once with nbclient, on one pinned core;
+(a) the week's solution notebook executed once with nbclient, on one pinned core, every cell;
 (b) ``./course grade`` of that one solution (``python -m course_admin grade``, one worker),
-    on the same pinned core, from the command's start to its end;
+    on the same pinned core, from the command's start to its end (grading leaves out the
+    demonstration cells the week lists in ``DEMONSTRATIONS``);
 (c) ``./course grade`` of a class of N copies of the solution with the default workers.
 
 It prints (b)/(a), the time per student in (c), and where (b)'s time went: the sandboxed run
