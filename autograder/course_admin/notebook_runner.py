@@ -8,7 +8,8 @@ each gets a note instead of outputs) and nbgrader's execution settings (the cour
 ``c.Execute`` configuration, passed on by the grader). Execution follows nbgrader's
 ``Execute`` preprocessor: errors do not stop the notebook, a cell that runs too long is
 interrupted and marked ``CellTimeoutError``, and an error the kernel reported without showing
-it is added to the cell.
+it is added to the cell. An output the kernel sends that no notebook can hold is left out, with
+a note on standard error.
 
 At the end it writes one zip archive to standard output: ``notebook.ipynb`` (the executed
 notebook), ``outputs/*.pt`` (what the hidden checks produced) and ``run.json`` (whether the
@@ -42,8 +43,6 @@ NOT_RUN = (
     "Not run while grading: this demonstration is not graded, and it only shows what your "
     "checked answers do. Run it yourself to see it.\n"
 )
-
-
 MALFORMED = "(the kernel sent an output that a notebook cannot hold; it was left out)\n"
 
 
