@@ -23,6 +23,7 @@ import torch
 from course_grading.core.checks import CheckFailed, Checks, Part, error_text
 from course_grading.core.compare import ATOL, RTOL, first_difference
 from course_grading.core.interface import judge_value_error
+from course_grading.core.references import unguarded
 from course_grading.week07.cases import (
     INVALID_MEMORY_CALLS,
     LAUNCH_TIMEOUT_S,
@@ -400,7 +401,7 @@ def judge_state_dict(part: Part, found: dict[str, Any]) -> None:
 def _check_loadable(state_dict: dict) -> None:
     case = STATE_DICT_CASE
     model = make_model(case)
-    optimizer = _unguarded(optimizer_class(case.optimizer))(
+    optimizer = unguarded(optimizer_class(case.optimizer))(
         optimizer_params(model, case), **case.kwargs
     )
     try:
@@ -412,19 +413,3 @@ def _check_loadable(state_dict: dict) -> None:
             "an unsharded torch.optim.AdamW could not load your state_dict(): "
             f"{type(exc).__name__}: {exc}"
         ) from None
-
-
-# torch.optim wraps these in torch._disable_dynamo, whose first call imports torch._dynamo
-# (1.4 s); nothing compiles here, so the judge calls the methods underneath.
-_GUARDED = ("add_param_group", "load_state_dict", "state_dict", "zero_grad")
-
-
-def _unguarded(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
-    """``cls`` with the methods it inherits from ``torch.optim.Optimizer`` unwrapped."""
-    base = torch.optim.Optimizer
-    methods = {
-        name: getattr(base, name).__wrapped__
-        for name in _GUARDED
-        if getattr(cls, name) is getattr(base, name)
-    }
-    return type(cls.__name__, (cls,), methods)
