@@ -56,7 +56,7 @@ class Kit:
     root: Path
     assignment: str
     covered: tuple[Path, ...]
-    not_run: tuple[str, ...] = ()
+    not_run: tuple[str, ...]
 
     @property
     def empty(self) -> Path:
@@ -68,7 +68,7 @@ class Kit:
         """The kit built earlier in ``root``."""
         about = json.loads((root / "kit.json").read_text())
         covered = tuple(Path(p) for p in about["covered"])
-        return cls(root, about["assignment"], covered, tuple(about.get("not_run", ())))
+        return cls(root, about["assignment"], covered, tuple(about["not_run"]))
 
 
 def student_side_files(root: Path = GRADING) -> list[Path]:
