@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 from course_admin.preprocessors import (  # noqa: E402
     HiddenCheckVerdicts,
     SandboxedExecute,
+    SanitizeShownHTML,
     StripSolutionMarkers,
 )
 
@@ -56,7 +57,8 @@ c.GenerateSolution.preprocessors = [
 ]
 
 # Autograding: nbgrader's own pipeline, with the notebook run in a bubblewrap sandbox and
-# each test cell's hidden check judged afterwards, outside it (course_admin/preprocessors.py).
+# each test cell's hidden check judged afterwards, outside it, and what the notebook shows made
+# inert for the browser that opens it (course_admin/preprocessors.py).
 # This holds for `nbgrader autograde` and the formgrader too, not only for ./course grade.
 c.Autograde.autograde_preprocessors = [
     SandboxedExecute,
@@ -64,6 +66,7 @@ c.Autograde.autograde_preprocessors = [
     ClearMetadataPreprocessor,
     LimitOutput,
     HiddenCheckVerdicts,
+    SanitizeShownHTML,
     SaveAutoGrades,
     AssignLatePenalties,
     CheckCellMetadata,

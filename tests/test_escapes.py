@@ -29,11 +29,13 @@ import sys
 import tempfile
 import threading
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from course_admin import sandbox
 from course_admin.gradebook import cell_scores
+from course_admin.nbgrader_cli import nbgrader
 from course_admin.paths import db_url
 from course_fixture import CourseCopy, graded_cell, wrong_answer
 from course_grading.core.checks import plan
@@ -293,6 +295,25 @@ for _top in pkgutil.iter_modules():
 """
 
 
+# Content that runs in whatever browser shows the graded notebook: the formgrader (in the
+# instructor's own Jupyter server), or the feedback HTML.
+SHOW_ACTIVE_CONTENT = """
+from IPython.display import HTML, SVG, Javascript, Markdown, display
+display(HTML("<b>bold</b><script>document.title = 'MARKER-html'</script>"
+             "<img src=x onerror=\\"document.title = 'MARKER-onerror'\\">"))
+display(Javascript("document.title = 'MARKER-js'"))
+display(SVG('<svg xmlns="http://www.w3.org/2000/svg">'
+            '<script>document.title = "MARKER-svg"</script></svg>'))
+display(Markdown("<script>document.title = 'MARKER-md-output'</script>"))
+_frame = "<script>parent.document.title = 'MARKER-iframe'</script>"
+display({"text/html": f'<iframe srcdoc="{_frame}"></iframe>', "text/plain": "a frame"}, raw=True)
+""".replace("MARKER", MARKER)
+ACTIVE_MARKDOWN = (
+    f"<script>document.title = '{MARKER}-cell'</script>\n"
+    f"<img src=x onerror=\"document.title = '{MARKER}-cell-img'\">\n"
+)
+
+
 def _with_answer(nb: dict, grade_id: str, source: str) -> dict:
     nb = copy.deepcopy(nb)
     graded_cell(nb, grade_id)["source"] = source
@@ -303,6 +324,15 @@ def _appended(nb: dict, grade_id: str, extra: str) -> dict:
     nb = copy.deepcopy(nb)
     cell = graded_cell(nb, grade_id)
     cell["source"] = "".join(cell["source"]) + "\n" + extra
+    return nb
+
+
+def _with_markdown(nb: dict, text: str) -> dict:
+    """``nb`` with ``text`` added as a markdown cell of its own and to its first markdown cell."""
+    nb = copy.deepcopy(nb)
+    first = next(cell for cell in nb["cells"] if cell["cell_type"] == "markdown")
+    first["source"] = "".join(first["source"]) + "\n\n" + text
+    nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": text})
     return nb
 
 
@@ -359,6 +389,9 @@ def escapes(released_course: CourseCopy, tmp_path_factory: pytest.TempPathFactor
         "b3_swallows_errors": _appended(wrong, "sgd_step", SWALLOW_ERRORS),
         "b4_forwards_to_torch": _with_answer(solution, "sgd_step", FORWARD_TO_TORCH),
         "b5_prints_every_module": _appended(solution, "minibatches", PRINT_EVERY_MODULE),
+        "c1_shows_active_content": _with_markdown(
+            _appended(solution, "max_stable_lr", SHOW_ACTIVE_CONTENT), ACTIVE_MARKDOWN
+        ),
         "z_wrong_after_the_attacks": wrong,
         "z_wrong_alone": wrong,
         "z_honest": solution,
@@ -484,3 +517,70 @@ def test_reading_the_grading_code_gets_nothing_secret_into_the_feedback(escapes:
     ]
     for secret in secrets:
         assert secret not in outputs, secret
+
+
+class _Active(HTMLParser):
+    """Where a page's text can run: script elements, attributes, and everything in an iframe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active: list[str] = []
+        self.text: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._in_script = tag in ("script", "iframe", "svg", "object", "embed")
+        self.active += [f"{tag} {name}={value}" for name, value in attrs]
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        (self.active if self._in_script else self.text).append(data)
+
+
+def _autograded(escapes: dict, student: str) -> dict:
+    (path,) = (escapes["course"].autograder / "autograded" / student / WEEK).glob("*.ipynb")
+    return json.loads(path.read_text())
+
+
+def test_what_a_notebook_shows_cannot_run_in_a_browser(escapes: dict) -> None:
+    student = "c1_shows_active_content"
+    assert sum(_scores(escapes, student).values()) == FULL, escapes["proc"].stdout
+    nb = _autograded(escapes, student)
+    kinds = {
+        key
+        for cell in nb["cells"]
+        for out in cell.get("outputs", [])
+        for key in out.get("data", {})
+    }
+    assert kinds <= {"text/plain", "text/html", "text/markdown", "image/png"}, kinds
+    # The feedback HTML, as the student (and anyone it is shared with) opens it.
+    nbgrader(
+        "generate_feedback",
+        WEEK,
+        "--student",
+        student,
+        "--force",
+        course_root=escapes["course"].autograder,
+    )
+    (page,) = (escapes["course"].autograder / "feedback" / student / WEEK).glob("*.html")
+    parsed = _Active()
+    parsed.feed(page.read_text())
+    assert not [part for part in parsed.active if MARKER in part]
+    # What was meant to run shows as text (an image keeps no attribute of the attack's).
+    shown = "".join(parsed.text)
+    for label in ("html", "md-output", "iframe", "cell"):
+        assert f"{MARKER}-{label}" in shown, f"{label}: the attack did not reach the page"
+    # The figures stay: the static picture an interactive figure leaves is an inline PNG.
+    assert any(part.startswith("img src=data:image/png;base64,") for part in parsed.active)
+
+
+def test_the_course_s_own_markdown_reaches_the_grader_unchanged(escapes: dict) -> None:
+    release = escapes["course"].notebook("release", WEEK)
+    graded = _autograded(escapes, "z_honest")
+    markdown = [
+        ["".join(cell["source"]) for cell in nb["cells"] if cell["cell_type"] == "markdown"]
+        for nb in (release, graded)
+    ]
+    assert markdown[0] == markdown[1]

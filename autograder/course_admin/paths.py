@@ -6,6 +6,7 @@ from pathlib import Path
 AUTOGRADER = Path(__file__).resolve().parent.parent
 ROOT = AUTOGRADER.parent
 SOURCE = ROOT / "source"
+RELEASE = ROOT / "release"
 
 
 def weeks(source: Path = SOURCE) -> list[str]:

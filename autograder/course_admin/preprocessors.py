@@ -1,7 +1,7 @@
 """nbgrader preprocessors the course adds to nbgrader's own.
 
 ``StripSolutionMarkers`` cleans generated solutions. The other two replace, in nbgrader's
-autograde pipeline, the one step that runs student code:
+autograde pipeline, the one step that runs student code, and add one:
 
 - :class:`SandboxedExecute` is nbgrader's ``Execute`` with the execution moved into a
   bubblewrap sandbox (:mod:`course_admin.sandbox`). Only the cells' outputs and what the
@@ -10,6 +10,9 @@ autograde pipeline, the one step that runs student code:
 - :class:`HiddenCheckVerdicts` then judges, outside the sandbox, what each test cell's
   hidden check produced, and puts a failed verdict into the cell as an error output, so that
   nbgrader's own ``SaveAutoGrades`` scores the cell 0 and its feedback shows the message.
+- :class:`SanitizeShownHTML` makes what the graded notebook shows inert in a browser (the
+  formgrader, in the instructor's Jupyter server, and the feedback HTML), with nbconvert's
+  ``SanitizeHTML``.
 
 nbgrader runs in the grader's process; nothing in it runs student code.
 """
@@ -27,13 +30,16 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import bleach
 import nbformat
+from nbconvert.preprocessors.sanitize import SanitizeHTML
 from nbformat import NotebookNode
 from nbgrader import utils
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Unicode
 
 from course_admin import sandbox
+from course_admin.paths import RELEASE
 
 # nbgrader loads this module with the course's configuration for every command; the grading
 # code (which imports torch) is imported only when a notebook is autograded.
@@ -343,3 +349,69 @@ class HiddenCheckVerdicts(NbGraderPreprocessor):
                     ),
                 )
         return nb, resources
+
+
+class SanitizeShownHTML(SanitizeHTML):
+    """nbconvert's ``SanitizeHTML`` on what the student controls in a graded notebook.
+
+    Every output comes from the student's kernel. Plain text, LaTeX, JSON and PNG/JPEG images
+    are kept as they are. HTML and Markdown are cleaned with bleach: markup outside
+    :data:`SHOWN_TAGS` shows as text, and only attributes that neither run code nor load
+    anything by themselves stay. The rest (JavaScript, SVG, widget views) is dropped, and so
+    is the notebook's widget state. A Markdown or raw cell is cleaned unless it is, word for
+    word, one of the release's, so the course's own text (and its formulas) reaches the
+    grader unchanged.
+    """
+
+    enabled = Bool(True, help="Clean the graded notebook (nbconvert's default: off).").tag(
+        config=True
+    )
+
+    def preprocess(
+        self, nb: NotebookNode, resources: dict[str, Any]
+    ) -> tuple[NotebookNode, dict[str, Any]]:
+        course = {cell.source for cell in _release(resources) if cell.cell_type != "code"}
+        nb.metadata.pop("widgets", None)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs = self.sanitize_code_outputs(cell.outputs)
+            elif cell.source not in course:
+                cell.source = self.sanitize_html_tags(cell.source)
+        return nb, resources
+
+    def sanitize_html_tags(self, html_str: str) -> str:
+        return bleach.clean(
+            html_str,
+            tags=SHOWN_TAGS,
+            attributes=_shown_attribute,
+            protocols={*bleach.ALLOWED_PROTOCOLS, "data"},  # narrowed to images below
+            strip_comments=True,
+        )
+
+
+# Markup a graded notebook's HTML may keep: text, tables, and inline PNG/JPEG images (the
+# static picture that the notebooks' interactive figures leave behind).
+SHOWN_TAGS = {
+    *bleach.ALLOWED_TAGS,
+    *("p", "br", "hr", "div", "span", "pre", "sub", "sup", "img"),
+    *("h1", "h2", "h3", "h4", "h5", "h6"),
+    *("table", "thead", "tbody", "tr", "th", "td"),
+}
+_INLINE_IMAGE = re.compile(r"data:image/(png|jpeg);base64,[A-Za-z0-9+/=\s]*")
+
+
+def _shown_attribute(tag: str, name: str, value: str) -> bool:
+    """Whether ``name="value"`` may stay on ``tag``: nothing that runs code or loads a URL
+    by itself (a link loads only when followed)."""
+    if name in ("class", "title", "alt", "width", "height", "colspan", "rowspan"):
+        return True
+    if tag == "a" and name == "href":
+        return value.startswith(("http://", "https://", "mailto:", "#"))
+    return tag == "img" and name == "src" and _INLINE_IMAGE.fullmatch(value) is not None
+
+
+def _release(resources: dict[str, Any]) -> list[NotebookNode]:
+    """The cells of the release notebook that a submission answers (none if there is none)."""
+    names = resources["nbgrader"]
+    path = RELEASE / names["assignment"] / f"{names['notebook']}.ipynb"
+    return nbformat.read(path, as_version=4).cells if path.is_file() else []
