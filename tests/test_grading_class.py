@@ -10,7 +10,11 @@ import copy
 import csv
 import html
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -398,6 +402,33 @@ def test_grading_refuses_without_bubblewrap(
     missing = r"(?s)bubblewrap \(bwrap\) is not installed.*--no-sandbox"
     with pytest.raises(SystemExit, match=missing):
         grade_class(WEEK, tmp_path, released_course.autograder)
+
+
+def test_notebooks_run_the_graded_course_s_helpers(tmp_path: Path) -> None:
+    """An instructor grades a second checkout of the course with an environment installed
+    from the first (one COURSE_VENV for both), from another folder. The notebooks must run
+    the graded checkout's ``optlab``, the one the grader judges with, not the one the
+    environment's editable install points at."""
+    other = CourseCopy.create(REPO, tmp_path / "other-checkout")
+    no_cache = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "optlab", other.root / "optlab", ignore=no_cache)
+    with (other.root / "optlab" / "__init__.py").open("a") as f:
+        f.write("\nGRADED_CHECKOUT = True\n")
+    other.release([WEEK])
+    shows = 'import optlab\nprint("helpers:", getattr(optlab, "GRADED_CHECKOUT", False))'
+    submission = tmp_path / "incoming" / "alice" / f"{WEEK}.ipynb"
+    submission.parent.mkdir(parents=True)
+    solution = other.notebook("solutions", WEEK)
+    submission.write_text(json.dumps(_with(solution, "max_stable_lr", append=shows)))
+    run = subprocess.run(
+        [sys.executable, "-m", "course_admin", "grade", WEEK, str(submission.parent.parent)],
+        cwd=tmp_path,  # not the checkout: the current folder gives no optlab
+        env=dict(os.environ, PYTHONPATH=str(other.autograder)),
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "helpers: True" in other.graded_outputs(WEEK, "alice"), run.stdout
+    assert sum(score for score, _ in other.scores(WEEK, "alice").values()) == FULL
 
 
 def test_no_sandbox_grades_and_says_so(released_course: CourseCopy, capsys) -> None:

@@ -7,6 +7,8 @@ The kit is a folder, mounted read-only in every sandbox of the batch:
   the grader;
 - ``grading/course_grading/``: a copy of the student side of the grading code (the producers
   and the harness), made by the grader, so that nothing a submission does reaches the real one;
+- ``helpers/optlab/``: a copy of the course's helper package, the one the grader imported and
+  judges with (whatever the environment's install points at);
 - ``stubs/``: ``sitecustomize.py`` and the manifest that switch off the week's torch modules;
 - ``notebook_runner.py``: what runs the notebook inside the sandbox;
 - ``kit.json``: the assignment, the files to cover and the demonstration cells not to run;
@@ -26,6 +28,7 @@ import torch
 from course_grading.core.checks import demonstrations, hidden_ops, hidden_torch, plan
 from course_grading.core.torch_hiding import hidden_files, manifest
 
+import optlab
 from course_admin import notebook_runner
 
 GRADING = Path(__import__("course_grading").__file__).resolve().parent
@@ -91,9 +94,13 @@ def build_kit(assignment: str, target: Path) -> Kit:
         copy = target / "grading" / "course_grading" / path.relative_to(GRADING)
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, copy)
+    helpers = Path(optlab.__file__).resolve().parent
+    no_cache = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(helpers, target / "helpers" / "optlab", ignore=no_cache)
     # The sandbox mounts the kit read-only, where Python cannot cache its bytecode: compile
     # it once here rather than in every kernel.
-    compileall.compile_dir(target / "grading", quiet=1)
+    for folder in ("grading", "helpers"):
+        compileall.compile_dir(target / folder, quiet=1)
     stubs = target / "stubs"
     stubs.mkdir()
     (stubs / "sitecustomize.py").write_text(SITECUSTOMIZE)

@@ -141,7 +141,7 @@ class SandboxedExecute(Execute):
         }
         (given / "config.json").write_text(json.dumps(config))
         mounts = sandbox.Mounts(
-            readonly=[(kit.root, kit_at), (given, given_at), *_helper_packages()],
+            readonly=[(kit.root, kit_at), (given, given_at)],
             covered=list(kit.covered),
             empty_file=kit.empty,
         )
@@ -225,14 +225,6 @@ def _member(archive: zipfile.ZipFile, name: str, limit_mb: int) -> bytes:
     return data
 
 
-def _helper_packages() -> list[tuple[Path, Path]]:
-    """The course's helper package (``optlab``), where the environment expects it."""
-    import optlab
-
-    folder = Path(optlab.__file__).resolve().parent
-    return [(folder, folder)]
-
-
 def _environment(kit: Path, scratch: Path) -> dict[str, str]:
     """The sandbox's whole environment: nothing of the instructor's is passed on."""
     venv_bin = str(Path(sys.executable).parent)
@@ -241,7 +233,8 @@ def _environment(kit: Path, scratch: Path) -> dict[str, str]:
         "HOME": str(scratch / "home"),
         "TMPDIR": str(scratch),
         "LANG": "C.UTF-8",
-        "PYTHONPATH": f"{kit / 'stubs'}:{kit / 'grading'}",
+        # The kit's optlab comes before the one the environment's install points at.
+        "PYTHONPATH": f"{kit / 'stubs'}:{kit / 'grading'}:{kit / 'helpers'}",
         "PYTHONDONTWRITEBYTECODE": "1",
         "COURSE_TORCH_STUBS": str(kit / "stubs" / "manifest.json"),
         "COURSE_CHECK_REQUESTS": str(kit / "requests"),

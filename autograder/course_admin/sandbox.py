@@ -4,8 +4,8 @@ Grading runs each student's notebook in its own sandbox built with bubblewrap (`
 tool Flatpak uses). Inside it:
 
 - the file system holds, read-only, only what running the notebook needs: the system's
-  programs and libraries, the Python environment, the course's helper package and the
-  grading kit (the student side of the grading code and the week's inputs). The course
+  programs and libraries, the Python environment and the grading kit (a copy of the course's
+  helper package, the student side of the grading code and the week's inputs). The course
   repository, ``source/``, ``solutions/``, the gradebook, other students' work and the
   instructor's home are not there at all. The only writable places are a private ``/tmp``
   and ``/dev/shm``, both in memory with a size limit;
