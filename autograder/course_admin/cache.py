@@ -30,10 +30,9 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.utils import capture_log
 from traitlets.config.loader import PyFileConfigLoader
 
-import optlab
 from course_admin import kit as kit_code
 from course_admin import notebook_runner
-from course_admin.kit import GRADING, Kit, build_kit
+from course_admin.kit import GRADING, HELPERS, Kit, build_kit
 
 EXPECTED = "expected.pt"
 
@@ -64,7 +63,7 @@ def _key(course_root: Path, week: str) -> str:
     source = (course_root / "../source").resolve()
     files = sorted((source / week).glob("*.ipynb")) + [source / "header.ipynb"]
     files += [course_root / "nbgrader_config.py", *sorted(GRADING.rglob("*.py"))]
-    files += sorted(Path(optlab.__file__).parent.glob("*.py"))  # the references use it too
+    files += sorted(HELPERS.glob("*.py"))  # the references use it, and the kit holds a copy
     files += [Path(kit_code.__file__), Path(notebook_runner.__file__)]  # how the kit is made
     digest = hashlib.sha256(f"{torch.__version__} {nbgrader.__version__}".encode())
     for path in files:

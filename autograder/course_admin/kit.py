@@ -32,6 +32,8 @@ import optlab
 from course_admin import notebook_runner
 
 GRADING = Path(__import__("course_grading").__file__).resolve().parent
+# The course's helper package as the grader imported it: what the kit carries a copy of.
+HELPERS = Path(optlab.__file__).resolve().parent
 # The modules that run with the student's code, relative to course_grading/. Everything else
 # there is the trusted side and never enters a sandbox.
 STUDENT_SIDE = (
@@ -94,9 +96,8 @@ def build_kit(assignment: str, target: Path) -> Kit:
         copy = target / "grading" / "course_grading" / path.relative_to(GRADING)
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, copy)
-    helpers = Path(optlab.__file__).resolve().parent
     no_cache = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(helpers, target / "helpers" / "optlab", ignore=no_cache)
+    shutil.copytree(HELPERS, target / "helpers" / "optlab", ignore=no_cache)
     # The sandbox mounts the kit read-only, where Python cannot cache its bytecode: compile
     # it once here rather than in every kernel.
     for folder in ("grading", "helpers"):
